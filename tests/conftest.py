@@ -1,0 +1,61 @@
+"""Shared fixtures: small generated RAW files, official-layout checkpoints."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+DATA = Path(__file__).parent / "data"
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed (pip install '.[export]')")
+
+
+def official_layout(variant: str) -> list[tuple[str, tuple[int, ...]]]:
+    rows = []
+    for line in (DATA / "official_checkpoint_keys.tsv").read_text().splitlines():
+        if line.startswith("#"):
+            continue
+        name, key, shape = line.split("\t")
+        if name == variant:
+            rows.append((key, tuple(int(s) for s in shape.split("x"))))
+    return rows
+
+
+def random_official_state(variant: str, seed: int = 0) -> dict:
+    """Random tensors with the exact keys and shapes of an official checkpoint, scaled sensibly."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, shape in official_layout(variant):
+        t = torch.randn(shape, generator=gen)
+        if key.endswith("weight_g"):
+            t = t.abs() * 0.5 + 0.5
+        elif key.endswith(("weight", "weight_v")) and len(shape) > 1:
+            fan_in = int(np.prod(shape[1:]))
+            t = t * (1.0 / fan_in) ** 0.5
+        else:
+            t = t * 0.05
+        state[key] = t
+    if variant == "llpacknet-bmvc2020":
+        state["amplifier.conv_post.1.bias"] = torch.tensor([150.0])  # keep the gain positive
+    return state
+
+
+@pytest.fixture
+def dark_dng(tmp_path):
+    """Factory: write a small synthetic dark DNG with a given pattern and size; returns its path."""
+    from toolkit.dng import write_dng
+    from toolkit.synth import dead_leaves, make_dark_pair
+
+    def make(pattern: str = "RGGB", height: int = 67, width: int = 93, seed: int = 0, black=512):
+        rng = np.random.default_rng(seed)
+        pair = make_dark_pair(dead_leaves((height + 1, width + 1), rng), 100.0, rng)
+        raw = pair.raw[:height, :width]
+        path = tmp_path / f"dark_{pattern}_{height}x{width}_{seed}.dng"
+        write_dng(path, raw, pattern, black_level=black, white_level=16383)
+        return path
+
+    return make

@@ -1,0 +1,118 @@
+"""Camera RAW and .npy reading: real DNG round trips through LibRaw, levels, patterns, refusals."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from toolkit.bayer import PATTERNS
+from toolkit.dng import write_dng
+from toolkit.errors import InputError
+from toolkit.raw import read_mosaic
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_dng_roundtrip_levels_and_pattern(tmp_path, pattern):
+    rng = np.random.default_rng(1)
+    counts = rng.integers(0, 16383, (45, 61)).astype(np.uint16)
+    blacks = (500, 510, 520, 530)  # per 2x2 position, row-major
+    path = tmp_path / f"{pattern}.dng"
+    write_dng(path, counts, pattern, black_level=blacks, white_level=16383)
+    mosaic = read_mosaic(path)
+    assert mosaic.pattern == pattern
+    assert mosaic.shape == (45, 61)
+    assert mosaic.black_level == tuple(float(b) for b in blacks)
+    black_map = np.tile(np.array(blacks, np.float32).reshape(2, 2), (23, 31))[:45, :61]
+    expected = np.maximum((counts - black_map) / (16383 - black_map), 0)
+    np.testing.assert_allclose(mosaic.data, expected, rtol=1e-6, atol=1e-7)
+    assert mosaic.data.dtype == np.float32 and mosaic.data.min() >= 0
+
+
+def test_npy_integer_mosaic_with_levels(tmp_path):
+    counts = np.full((40, 48), 1024, np.uint16)
+    np.save(tmp_path / "m.npy", counts)
+    mosaic = read_mosaic(tmp_path / "m.npy", black_level=512, white_level=16383, pattern="bggr")
+    assert mosaic.pattern == "BGGR"
+    np.testing.assert_allclose(mosaic.data, (1024 - 512) / (16383 - 512))
+
+
+def test_npy_float_defaults_to_normalised(tmp_path):
+    data = np.random.default_rng(0).random((32, 32)).astype(np.float32)
+    np.save(tmp_path / "f.npy", data)
+    np.testing.assert_array_equal(read_mosaic(tmp_path / "f.npy").data, data)
+
+
+def _npy(tmp_path, array, name="bad.npy", **kw):
+    path = tmp_path / name
+    np.save(path, array, **kw)
+    return path
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda p: _npy(p, np.zeros((3, 40, 40), np.uint16)), "2-D"),
+        (lambda p: _npy(p, np.zeros((16, 16), np.float32)), "smaller than the 32x32"),
+        (lambda p: _npy(p, np.zeros((40, 40), np.complex64)), "not a number type"),
+        (lambda p: _npy(p, np.zeros((40, 40), bool)), "not a number type"),
+        (lambda p: _npy(p, np.full((40, 40), np.nan, np.float32)), "NaN or Inf"),
+        (lambda p: _npy(p, np.array([[1.0, np.inf] * 20] * 40)), "NaN or Inf"),
+        (lambda p: _npy(p, np.zeros((40, 40), np.uint16)), "--black-level and --white-level"),
+        (lambda p: _npy(p, np.array([{"a": 1}], dtype=object), allow_pickle=True), "pickle"),
+    ],
+)
+def test_bad_npy_is_refused(tmp_path, make, match):
+    with pytest.raises(InputError, match=match):
+        read_mosaic(make(tmp_path))
+
+
+def test_truncated_npy(tmp_path):
+    path = _npy(tmp_path, np.zeros((64, 64), np.float32))
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(InputError, match="cannot read|not a readable"):
+        read_mosaic(path)
+
+
+def test_missing_empty_and_directory(tmp_path):
+    with pytest.raises(InputError, match="no such file"):
+        read_mosaic(tmp_path / "nope.dng")
+    (tmp_path / "empty.dng").write_bytes(b"")
+    with pytest.raises(InputError, match="empty"):
+        read_mosaic(tmp_path / "empty.dng")
+    with pytest.raises(InputError, match="directory"):
+        read_mosaic(tmp_path)
+
+
+def test_garbage_and_truncated_raw(tmp_path, dark_dng):
+    junk = tmp_path / "junk.ARW"
+    junk.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    with pytest.raises(InputError, match="LibRaw cannot read"):
+        read_mosaic(junk)
+    good = dark_dng("RGGB", 64, 64)
+    cut = tmp_path / "cut.dng"
+    cut.write_bytes(good.read_bytes()[:300])
+    with pytest.raises(InputError):
+        read_mosaic(cut)
+
+
+def test_levels_flags_on_camera_raw_are_refused(dark_dng):
+    with pytest.raises(InputError, match="apply to .npy"):
+        read_mosaic(dark_dng(), black_level=512)
+
+
+def test_small_dng_refused(tmp_path):
+    path = tmp_path / "tiny.dng"
+    write_dng(path, np.zeros((24, 40), np.uint16))
+    with pytest.raises(InputError, match="smaller than"):
+        read_mosaic(path)
+
+
+def test_linear_dng_is_refused(tmp_path):
+    """A demosaiced (LinearRaw, 3-sample) DNG is not a Bayer mosaic."""
+    import tifffile
+
+    path = tmp_path / "linear.dng"
+    tags = [(50706, "B", 4, (1, 4, 0, 0), True), (50708, "s", 0, "Linear cam", True), (50717, "I", 1, 65535, True),
+            (50721, "2i", 9, (10000, 1, 0, 1, 0, 1, 0, 1, 10000, 1, 0, 1, 0, 1, 0, 1, 10000, 1), True)]
+    tifffile.imwrite(path, np.zeros((40, 40, 3), np.uint16), photometric=34892, extratags=tags)
+    with pytest.raises(InputError, match="not a Bayer|cannot read"):
+        read_mosaic(path)

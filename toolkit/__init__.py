@@ -1,0 +1,24 @@
+"""LLPackNet Edge: run LLPackNet on dark camera RAW photos, and put it on devices.
+
+The package imports without torch (the device path). `load_model` and anything else that needs
+PyTorch is imported only when used.
+"""
+from __future__ import annotations
+
+from .errors import UserError
+from .raw import Mosaic, read_mosaic
+
+__version__ = "0.1.0"
+__all__ = ["Enhancer", "Mosaic", "UserError", "load_model", "read_mosaic", "__version__"]
+
+
+def __getattr__(name: str):
+    if name == "load_model":
+        from .checkpoint import load_model
+
+        return load_model
+    if name == "Enhancer":
+        from .enhance import Enhancer
+
+        return Enhancer
+    raise AttributeError(f"module 'toolkit' has no attribute '{name}'")

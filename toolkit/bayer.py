@@ -1,0 +1,115 @@
+"""Bayer mosaic geometry in numpy: pattern phase, padding to the network grid, and packing.
+
+The network expects an RGGB mosaic whose height and width are multiples of 16. Any 2x2 Bayer
+pattern becomes RGGB by reflect-padding one row and/or column at the top/left; reflection keeps
+the colour of every padded pixel right (index -k mirrors to +k, same parity). The padding is
+cropped off the output again, so the result is aligned with, and the size of, the input.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+PATTERNS = ("RGGB", "BGGR", "GRBG", "GBRG")
+GRID = 16  # Pack works on 16x16 blocks: 2x2 Bayer cells, each plane space-to-depth by 8.
+MIN_SIZE = 32
+
+# Offset (row, column) of the first R pixel in each 2x2 pattern.
+_RED_OFFSET = {"RGGB": (0, 0), "GRBG": (0, 1), "GBRG": (1, 0), "BGGR": (1, 1)}
+
+
+def normalise_pattern(pattern: str) -> str:
+    """Upper-case and check a pattern name such as 'rggb'."""
+    name = str(pattern).strip().upper()
+    if name not in PATTERNS:
+        from .errors import InputError
+
+        raise InputError(f"unknown Bayer pattern '{pattern}'", f"use one of {', '.join(PATTERNS)}")
+    return name
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the original image sits inside the padded RGGB network input."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+    padded_height: int
+    padded_width: int
+
+    def crop(self, image: np.ndarray) -> np.ndarray:
+        """Cut the original area out of a padded array whose last two axes are (H, W)."""
+        return image[..., self.top : self.top + self.height, self.left : self.left + self.width]
+
+
+def plan_placement(height: int, width: int, pattern: str, grid: int = GRID) -> Placement:
+    """Decide the padding that makes an image RGGB-phased and a multiple of `grid`."""
+    top, left = _RED_OFFSET[normalise_pattern(pattern)]
+    padded_h = -(-(height + top) // grid) * grid
+    padded_w = -(-(width + left) // grid) * grid
+    return Placement(top, left, height, width, padded_h, padded_w)
+
+
+def to_network_grid(mosaic: np.ndarray, pattern: str, grid: int = GRID) -> tuple[np.ndarray, Placement]:
+    """Reflect-pad a 2-D mosaic to RGGB phase and a multiple of `grid`; return it and its placement."""
+    if mosaic.ndim != 2:
+        raise ValueError("a Bayer mosaic is a 2-D array")
+    height, width = mosaic.shape
+    place = plan_placement(height, width, pattern, grid)
+    pads = (
+        (place.top, place.padded_height - height - place.top),
+        (place.left, place.padded_width - width - place.left),
+    )
+    if max(pads[0]) >= height or max(pads[1]) >= width:
+        # Reflection needs more pixels than the pad; only reachable below MIN_SIZE.
+        raise ValueError("mosaic too small to pad by reflection")
+    return np.pad(mosaic, pads, mode="reflect"), place
+
+
+def bayer_channel_index(pattern: str) -> np.ndarray:
+    """2x2 array of colour indices (0=R, 1=G, 2=B) for a pattern name."""
+    lookup = {"R": 0, "G": 1, "B": 2}
+    name = normalise_pattern(pattern)
+    return np.array([[lookup[name[0]], lookup[name[1]]], [lookup[name[2]], lookup[name[3]]]])
+
+
+def pack_rggb(mosaic: np.ndarray, block: int = 8) -> np.ndarray:
+    """LLPackNet's Pack in numpy: (..., H, W) RGGB -> (..., 4*block*block, H/2/block, W/2/block).
+
+    Channels are ordered plane-major (R, G1, G2, B), then 8*i + j inside each plane, the order
+    of PyTorch's pixel_unshuffle. Exact inverse: `unpack_rggb`.
+    """
+    *lead, height, width = mosaic.shape
+    s = 2 * block
+    if height % s or width % s:
+        raise ValueError(f"pack needs H and W that are multiples of {s}")
+    h, w = height // s, width // s
+    # (.., h, block, 2, w, block, 2): row = (y*block + i)*2 + py
+    x = mosaic.reshape(*lead, h, block, 2, w, block, 2)
+    n = len(lead)
+    order = list(range(n)) + [n + 2, n + 5, n + 1, n + 4, n + 0, n + 3]  # py, px, i, j, y, x
+    return x.transpose(order).reshape(*lead, 4 * block * block, h, w)
+
+
+def unpack_rggb(packed: np.ndarray, block: int = 8) -> np.ndarray:
+    """Inverse of `pack_rggb`."""
+    *lead, channels, h, w = packed.shape
+    if channels != 4 * block * block:
+        raise ValueError(f"unpack needs {4 * block * block} channels")
+    n = len(lead)
+    x = packed.reshape(*lead, 2, 2, block, block, h, w)  # py, px, i, j, y, x
+    order = list(range(n)) + [n + 4, n + 2, n + 0, n + 5, n + 3, n + 1]
+    return x.transpose(order).reshape(*lead, h * block * 2, w * block * 2)
+
+
+# The paper's amplifier reads a 63-bin histogram with log-spaced edges over [0, 1].
+HISTOGRAM_EDGES = ((2.0 ** np.linspace(0.0, 8.0, 64)) - 1.0) / 255.0
+
+
+def exposure_histogram(mosaic: np.ndarray) -> np.ndarray:
+    """Fraction of pixels in each of the amplifier's 63 bins (numpy.histogram conventions)."""
+    counts, _ = np.histogram(mosaic, bins=HISTOGRAM_EDGES)
+    return (counts / mosaic.size).astype(np.float32)

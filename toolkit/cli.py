@@ -1,0 +1,197 @@
+"""`llpack`: a thin command line over the toolkit's Python API.
+
+Every command is one entry in `COMMANDS` (name, help, argument builder, runner); the runner
+makes one call into the library and returns a JSON-ready dict. Exit codes: 0 success, 2 a user
+error (bad input, unwritable output, missing extra), 1 a bug, 130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from . import __version__
+from .errors import UserError
+
+log = logging.getLogger("toolkit")
+
+EXIT_OK, EXIT_BUG, EXIT_USER, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], dict]
+    render: Callable[[dict], str]
+
+
+# ---------------------------------------------------------------- enhance
+def _add_enhance(p: argparse.ArgumentParser) -> None:
+    p.add_argument("input", help="camera RAW file (DNG, ARW, NEF, CR2, ...) or a .npy Bayer mosaic")
+    p.add_argument("-o", "--output", required=True, help="output image, .png or .tif/.tiff")
+    p.add_argument("--ratio", default="auto", help="'auto' (the paper's amplifier) or the exposure ratio, e.g. 100")
+    p.add_argument("--checkpoint", help="LLPackNet checkpoint (.pt/.pth); default: the built-in weights")
+    p.add_argument("--bits", type=int, choices=(8, 16), default=8, help="bits per channel of the output")
+    npy = p.add_argument_group("for .npy mosaics")
+    npy.add_argument("--black-level", type=float, help="sensor black level in counts (integer arrays)")
+    npy.add_argument("--white-level", type=float, help="sensor white level in counts (integer arrays)")
+    npy.add_argument("--pattern", help="Bayer pattern: RGGB, BGGR, GRBG or GBRG (default RGGB)")
+
+
+def _run_enhance(args: argparse.Namespace) -> dict:
+    from .enhance import Enhancer
+
+    enhancer = Enhancer(checkpoint=args.checkpoint, ratio=args.ratio)
+    result = enhancer.enhance_file(
+        args.input, args.output, bits=args.bits,
+        black_level=args.black_level, white_level=args.white_level, pattern=args.pattern,
+    )
+    return {
+        "input": str(args.input),
+        "output": str(Path(args.output)),
+        "size": list(result.image.shape[:2]),
+        "gain": result.gain,
+        "ratio": "auto" if enhancer.ratio is None else enhancer.ratio,
+        "variant": enhancer.backend.variant,
+        "trained_weights": enhancer.trained,
+        "seconds": {k: round(v, 4) for k, v in result.seconds.items()},
+    }
+
+
+def _render_enhance(r: dict) -> str:
+    h, w = r["size"]
+    return f"wrote {r['output']} ({w}x{h}, gain {r['gain']:.1f}, {sum(r['seconds'].values()):.2f} s)"
+
+
+# ---------------------------------------------------------------- info
+def _add_info(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", help="checkpoint to describe; default: the built-in weights")
+    p.add_argument("--size", default="2848x4256", help="HxW at which to quote GMACs (default 2848x4256)")
+
+
+def _run_info(args: argparse.Namespace) -> dict:
+    from .checkpoint import load_model
+    from .model import count_parameters, macs_per_pixel
+    from .sizes import parse_size
+
+    height, width = parse_size(args.size)
+    model = load_model(args.checkpoint)
+    return {
+        "variant": model.variant,
+        "description": model.config.description,
+        "parameters": count_parameters(model),
+        "checkpoint": model.checkpoint_info,
+        "size": [height, width],
+        "gmacs": round(macs_per_pixel() * height * width / 1e9, 2),
+    }
+
+
+def _render_info(r: dict) -> str:
+    ck = r["checkpoint"]
+    source = ck["path"] or "built-in (UNTRAINED: no default weights installed)"
+    return "\n".join([
+        f"model       {r['variant']} ({r['description']})",
+        f"parameters  {r['parameters']:,}",
+        f"GMACs       {r['gmacs']} at {r['size'][0]}x{r['size'][1]}",
+        f"checkpoint  {source}" + (f"\nsha256      {ck['sha256']}" if ck["sha256"] else ""),
+    ])
+
+
+# ---------------------------------------------------------------- demo
+def _add_demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="runs/demo", help="folder for the demo's files (default runs/demo)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated sample scene")
+
+
+def _run_demo(args: argparse.Namespace) -> dict:
+    from .demo import run_demo
+
+    return run_demo(Path(args.out), seed=args.seed)
+
+
+def _render_demo(r: dict) -> str:
+    lines = [f"sample dark RAW   {r['sample']}", f"enhanced image    {r['enhanced']}"]
+    lines.append(f"ground truth      {r['ground_truth']}")
+    lines.append(f"PSNR vs truth     {r['psnr_db']:.2f} dB (LLPackNet {r['variant']}, gain {r['gain']:.1f})")
+    if not r["trained_weights"]:
+        lines.append("note: the built-in weights are UNTRAINED, so the image is not restored yet")
+    return "\n".join(lines)
+
+
+COMMANDS = [
+    Command("enhance", "restore a dark RAW photo to sRGB", _add_enhance, _run_enhance, _render_enhance),
+    Command("info", "describe the model and checkpoint", _add_info, _run_info, _render_info),
+    Command("demo", "generate a dark sample RAW and restore it", _add_demo, _run_demo, _render_demo),
+]
+
+
+def _common_flags(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    d = (lambda v: v) if defaults else (lambda v: argparse.SUPPRESS)
+    g = parser.add_argument_group("output")
+    g.add_argument("--json", action="store_true", default=d(False), help="print the result as JSON on stdout")
+    g.add_argument("-q", "--quiet", action="store_true", default=d(False), help="print errors only")
+    g.add_argument("-v", "--verbose", action="count", default=d(0), help="more detail (repeat for debug logs)")
+    g.add_argument("--debug", action="store_true", default=d(False), help="show tracebacks for errors")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llpack", description="LLPackNet Edge: restore dark RAW photos and deploy LLPackNet to devices."
+    )
+    parser.add_argument("--version", action="version", version=f"llpack {__version__}")
+    _common_flags(parser, defaults=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for cmd in COMMANDS:
+        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+        cmd.add_arguments(p)
+        _common_flags(p, defaults=False)
+    return parser
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    level = logging.ERROR if args.quiet else (logging.DEBUG if args.verbose > 1 else logging.INFO if args.verbose else logging.WARNING)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s" if args.verbose else "%(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help(sys.stderr)
+        return EXIT_USER
+    _configure_logging(args)
+    command = next(c for c in COMMANDS if c.name == args.command)
+    try:
+        result = command.run(args)
+    except UserError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug: say so plainly, keep the traceback behind --debug
+        if args.debug:
+            raise
+        print(f"internal error: {type(exc).__name__}: {exc} (re-run with --debug and report it)", file=sys.stderr)
+        return EXIT_BUG
+    if args.json:
+        print(json.dumps(result, indent=2))
+    elif not args.quiet:
+        print(command.render(result))
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""LLPackNet (Lamba, Balaji, Mitra, BMVC 2020) in PyTorch, both published variants.
+
+Module names follow the official state-dict keys (`RDBr`, `RDB1.dense_layers.0.conv`, ...) so an
+official checkpoint loads as it is; see `../shared/llpacknet/checkpoint_keys.tsv`. Weight norm of
+the 2022 revision is folded into plain convolutions when a checkpoint is loaded (`checkpoint.py`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .bayer import HISTOGRAM_EDGES
+
+BLOCK = 8  # Pack: space-to-depth by 8 inside each colour plane.
+AMPLIFIER_FLOOR = 1e-4  # the paper's threshold: gamma <= 0 becomes this
+
+
+@dataclass(frozen=True)
+class VariantConfig:
+    """A named LLPackNet configuration."""
+
+    name: str
+    amplifier: bool  # paper: gamma from a histogram; 2022: caller multiplies by the exposure ratio
+    sigmoid: bool  # 2022 adds a final sigmoid; the paper's output is linear
+    weight_norm: bool  # how the official checkpoint stores its convolutions
+    description: str
+
+
+VARIANTS: dict[str, VariantConfig] = {
+    "llpacknet-bmvc2020": VariantConfig(
+        "llpacknet-bmvc2020", amplifier=True, sigmoid=False, weight_norm=False,
+        description="paper version: histogram amplifier computes the gain, linear output",
+    ),
+    "llpacknet-2022": VariantConfig(
+        "llpacknet-2022", amplifier=False, sigmoid=True, weight_norm=True,
+        description="2022 revision: input pre-multiplied by the exposure ratio, sigmoid output",
+    ),
+}
+DEFAULT_VARIANT = "llpacknet-bmvc2020"
+
+
+class DenseLayer(nn.Module):
+    """3x3 conv without bias + ReLU whose output is appended to the running features."""
+
+    def __init__(self, in_channels: int, growth: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, growth, 3, padding=1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.conv(x))
+
+
+class ResidualDenseBlock(nn.Module):
+    """Six dense layers (growth 32), 1x1 fusion back to the input width, plus the input."""
+
+    def __init__(self, channels: int, growth: int = 32, layers: int = 6):
+        super().__init__()
+        self.dense_layers = nn.ModuleList(DenseLayer(channels + k * growth, growth) for k in range(layers))
+        self.conv_1x1 = nn.Conv2d(channels + layers * growth, channels, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = [x]
+        for layer in self.dense_layers:
+            features.append(layer(torch.cat(features, dim=1)))
+        return x + self.conv_1x1(torch.cat(features, dim=1))
+
+
+class HistogramAmplifier(nn.Module):
+    """Predicts the gain gamma from a 63-bin log histogram of the mosaic (the paper's amplifier)."""
+
+    def __init__(self, bins: int = 63, hidden: int = 128):
+        super().__init__()
+        self.conv_post = nn.Sequential(nn.Linear(bins, hidden), nn.Linear(hidden, 1))
+        self.register_buffer("edges", torch.from_numpy(HISTOGRAM_EDGES.astype(np.float64)), persistent=False)
+
+    def histogram(self, mosaic: torch.Tensor) -> torch.Tensor:
+        """[N, 1, H, W] -> [N, 63] fraction of pixels per bin (numpy.histogram edge rules)."""
+        # Compare in float64 like numpy.histogram does, so a value on a bin edge lands in the same bin.
+        flat = mosaic.reshape(mosaic.shape[0], -1).to(torch.float64)
+        edges = self.edges
+        bins = edges.numel() - 1
+        index = torch.bucketize(flat, edges, right=True) - 1
+        index = torch.where(flat == edges[-1], torch.full_like(index, bins - 1), index)
+        valid = (index >= 0) & (index < bins)
+        counts = torch.zeros(flat.shape[0], bins, dtype=torch.float32, device=flat.device)
+        counts.scatter_add_(1, index.clamp(0, bins - 1), valid.to(torch.float32))
+        return counts / flat.shape[1]
+
+    def forward_histogram(self, hist: torch.Tensor) -> torch.Tensor:
+        gamma = self.conv_post(hist)
+        return torch.where(gamma <= 0, torch.full_like(gamma, AMPLIFIER_FLOOR), gamma)
+
+    def forward(self, mosaic: torch.Tensor) -> torch.Tensor:
+        """Gain per image, shape [N, 1]."""
+        return self.forward_histogram(self.histogram(mosaic))
+
+
+def pack(mosaic: torch.Tensor) -> torch.Tensor:
+    """[N, 1, H, W] RGGB -> [N, 256, H/16, W/16]: planes R, G1, G2, B, each space-to-depth by 8."""
+    planes = F.pixel_unshuffle(mosaic, 2)  # channels (0,0)=R, (0,1)=G1, (1,0)=G2, (1,1)=B
+    return F.pixel_unshuffle(planes, BLOCK)  # plane-major, then 8*i + j
+
+
+def unpack(features: torch.Tensor) -> torch.Tensor:
+    """[N, 192, h, w] -> [N, 3, 8h, 8w]: channel 3*(8i+j)+k is colour k of pixel (8y+i, 8x+j)."""
+    n, c, h, w = features.shape
+    colour_major = features.reshape(n, BLOCK * BLOCK, 3, h, w).transpose(1, 2).reshape(n, c, h, w)
+    return F.pixel_shuffle(colour_major, BLOCK)
+
+
+class LLPackNet(nn.Module):
+    """Dark Bayer mosaic [N, 1, H, W] in [0, 1] (H, W multiples of 16) -> sRGB [N, 3, H, W]."""
+
+    def __init__(self, variant: str = DEFAULT_VARIANT):
+        super().__init__()
+        self.config = VARIANTS[variant]
+        plane = BLOCK * BLOCK
+        if self.config.amplifier:
+            self.amplifier = HistogramAmplifier()
+        self.RDBr = nn.Conv2d(plane, plane, 3, padding=1)
+        self.RDBg1 = nn.Conv2d(plane, plane, 3, padding=1)
+        self.RDBg2 = nn.Conv2d(plane, plane, 3, padding=1)
+        self.RDBb = nn.Conv2d(plane, plane, 3, padding=1)
+        self.before_identity = nn.Conv2d(4 * plane, 64, 1, bias=False)
+        self.RDB1 = ResidualDenseBlock(64)
+        self.RDB2 = ResidualDenseBlock(64)
+        self.RDB3 = ResidualDenseBlock(64)
+        self.after_rdb = nn.Conv2d(3 * 64, 64, 1, bias=False)
+        self.final = nn.Sequential(
+            nn.PixelShuffle(2), ResidualDenseBlock(16), nn.Conv2d(16, 3 * plane, 3, padding=1)
+        )
+
+    @property
+    def variant(self) -> str:
+        return self.config.name
+
+    def gain(self, mosaic: torch.Tensor) -> torch.Tensor:
+        """The paper's automatic gamma, [N, 1]; the 2022 variant has none."""
+        if not self.config.amplifier:
+            raise RuntimeError(f"{self.variant} has no amplifier: multiply the input by the exposure ratio")
+        return self.amplifier(mosaic)
+
+    def forward(self, mosaic: torch.Tensor, gain: torch.Tensor | None = None) -> torch.Tensor:
+        """`gain` ([N, 1] or scalar) overrides the amplifier, e.g. a known exposure ratio."""
+        if gain is None and self.config.amplifier:
+            gain = self.gain(mosaic)
+        packed = pack(mosaic)
+        if gain is not None:
+            packed = packed * torch.as_tensor(gain, dtype=packed.dtype, device=packed.device).reshape(-1, 1, 1, 1)
+        r, g1, g2, b = torch.split(packed, BLOCK * BLOCK, dim=1)
+        planes = [F.relu(conv(p)) for conv, p in zip((self.RDBr, self.RDBg1, self.RDBg2, self.RDBb), (r, g1, g2, b))]
+        f0 = self.before_identity(torch.cat(planes, dim=1))
+        f1 = self.RDB1(f0)
+        f2 = self.RDB2(f1)
+        f3 = self.RDB3(f2)
+        features = self.after_rdb(torch.cat([f1, f2, f3], dim=1)) + f0
+        out = unpack(self.final(features))
+        return torch.sigmoid(out) if self.config.sigmoid else out
+
+
+def create_model(variant: str = DEFAULT_VARIANT) -> LLPackNet:
+    """A freshly initialised network of a named variant (see `VARIANTS`)."""
+    if variant not in VARIANTS:
+        import difflib
+
+        close = difflib.get_close_matches(variant, VARIANTS, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"choose from {', '.join(VARIANTS)}"
+        raise ValueError(f"unknown LLPackNet variant '{variant}' ({hint})")
+    return LLPackNet(variant)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def macs_per_pixel() -> float:
+    """Multiply-accumulates per input pixel of the convolutional body (amplifier excluded)."""
+    model = LLPackNet("llpacknet-2022")
+    total = 0
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            total += module.weight.numel()  # per low-resolution output pixel
+    # Everything but the final RDB and conv runs at H/16 x W/16; those run at H/8 x W/8.
+    final = sum(m.weight.numel() for m in model.final.modules() if isinstance(m, nn.Conv2d))
+    return ((total - final) / 256.0) + final / 64.0

@@ -1,0 +1,219 @@
+"""Camera RAW and .npy mosaics in, normalised Bayer mosaic out (numpy + rawpy, no torch).
+
+`read_mosaic(path)` is the one entry point: it picks LibRaw for camera files and a pickle-free
+numpy reader for `.npy`, subtracts the per-channel black level, scales by the white level and
+remembers the Bayer pattern, so the rest of the toolkit sees one `Mosaic` type.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .bayer import MIN_SIZE, normalise_pattern
+from .errors import InputError
+
+NPY_SUFFIX = ".npy"
+
+
+@dataclass
+class Mosaic:
+    """A Bayer mosaic normalised to [0, 1] (black 0, white 1; values below black clipped to 0)."""
+
+    data: np.ndarray  # float32, H x W
+    pattern: str  # colour layout of the top-left 2x2 cell, e.g. 'RGGB'
+    black_level: tuple[float, float, float, float]  # per 2x2 position, row-major
+    white_level: float
+    source: str = ""
+    camera: str = ""
+    white_balance: tuple[float, float, float] | None = None  # R, G, B multipliers if known
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.data.shape)  # type: ignore[return-value]
+
+
+def normalise_levels(raw: np.ndarray, black: np.ndarray, white: float | np.ndarray) -> np.ndarray:
+    """(raw - black) / (white - black), clipped at 0, in float32; `black` may be 2x2 per position."""
+    raw = np.asarray(raw, dtype=np.float32)
+    black = np.asarray(black, dtype=np.float32)
+    white = np.asarray(white, dtype=np.float32)
+    if black.shape == (2, 2):
+        black = np.tile(black, (-(-raw.shape[0] // 2), -(-raw.shape[1] // 2)))[: raw.shape[0], : raw.shape[1]]
+    if np.any(white <= black):
+        raise InputError("the white level must be above the black level", "check --white-level and --black-level")
+    out = (raw - black) / (white - black)
+    return np.maximum(out, 0.0, out=out)
+
+
+def _check_size(height: int, width: int, source: str) -> None:
+    if height < MIN_SIZE or width < MIN_SIZE:
+        raise InputError(
+            f"{source}: image is {width}x{height} pixels, smaller than the {MIN_SIZE}x{MIN_SIZE} minimum",
+            "use a larger image",
+        )
+
+
+def _pattern_from_libraw(colors: np.ndarray, desc: str) -> str:
+    """Name the 2x2 pattern from LibRaw's colour indices and description such as 'RGBG'."""
+    return "".join(desc[int(c)] for c in colors[:2, :2].reshape(-1))
+
+
+@contextlib.contextmanager
+def _captured_c_stderr() -> Iterator[list[str]]:
+    """Catch what LibRaw prints on file descriptor 2, so a bad file gives one clean error line."""
+    lines: list[str] = []
+    try:
+        saved = os.dup(2)
+    except OSError:  # no usable stderr: nothing to capture
+        yield lines
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            lines.extend(sink.read().decode("utf-8", "replace").splitlines())
+
+
+def read_camera_raw(path: str | os.PathLike) -> Mosaic:
+    """Read a Bayer camera RAW (DNG, ARW, NEF, CR2, ...) through LibRaw."""
+    import rawpy
+
+    name = str(path)
+    try:
+        with _captured_c_stderr() as libraw_said, rawpy.imread(name) as raw:
+            return _mosaic_from_libraw(raw, name)
+    except InputError:
+        raise
+    except (rawpy.LibRawError, rawpy.NotSupportedError, OSError, ValueError, MemoryError) as exc:
+        detail = exc.args[0] if exc.args else type(exc).__name__
+        if isinstance(detail, bytes):
+            detail = detail.decode("utf-8", "replace")
+        if any("end of file" in line.lower() for line in libraw_said):
+            detail = "the file is truncated"
+        raise InputError(
+            f"{name}: LibRaw cannot read this file ({str(detail).strip() or type(exc).__name__})",
+            "check that it is a complete camera RAW file (DNG, ARW, NEF, CR2, ...)",
+        ) from exc
+
+
+def _mosaic_from_libraw(raw, name: str) -> Mosaic:
+    import rawpy
+
+    if raw.raw_type != rawpy.RawType.Flat or raw.raw_pattern is None:
+        raise InputError(
+            f"{name}: not a Bayer mosaic (linear DNG, Foveon or similar stacked sensor)",
+            "LLPackNet needs a single-plane 2x2 Bayer RAW",
+        )
+    pattern = np.asarray(raw.raw_pattern)
+    desc = raw.color_desc.decode("ascii", "replace")
+    if pattern.shape != (2, 2):
+        raise InputError(
+            f"{name}: colour filter repeats every {pattern.shape[0]}x{pattern.shape[1]} pixels (X-Trans or similar)",
+            "LLPackNet needs a 2x2 Bayer RAW",
+        )
+    colors = np.asarray(raw.raw_colors_visible)
+    data = np.asarray(raw.raw_image_visible)
+    _check_size(data.shape[0], data.shape[1], name)
+    letters = _pattern_from_libraw(colors, desc)
+    if sorted(letters) != ["B", "G", "G", "R"]:
+        raise InputError(f"{name}: colour filter '{letters}' is not an RGB Bayer pattern", "use an RGGB-family RAW")
+    black_per_colour = np.asarray(raw.black_level_per_channel, dtype=np.float32)
+    white_per_colour = raw.camera_white_level_per_channel
+    if white_per_colour is not None and min(white_per_colour) > 0:
+        white = np.asarray(white_per_colour, dtype=np.float32)[colors]
+    else:
+        white = np.float32(raw.white_level)
+    normalised = normalise_levels(data, black_per_colour[colors], white)
+    wb = raw.camera_whitebalance
+    white_balance = None
+    if wb is not None and len(wb) >= 3 and wb[1] > 0:
+        white_balance = (float(wb[0]) / wb[1], 1.0, float(wb[2]) / wb[1])
+    return Mosaic(
+        data=normalised,
+        pattern=letters,
+        black_level=tuple(float(b) for b in black_per_colour[colors[:2, :2]].reshape(-1)),
+        white_level=float(np.max(white)),
+        source=name,
+        white_balance=white_balance,
+    )
+
+
+def read_npy_mosaic(
+    path: str | os.PathLike,
+    black_level: float | None = None,
+    white_level: float | None = None,
+    pattern: str = "RGGB",
+) -> Mosaic:
+    """Read a 2-D mosaic from `.npy` without pickle.
+
+    Integer arrays are sensor counts and need both levels; float arrays default to black 0 and
+    white 1 (already normalised).
+    """
+    name = str(path)
+    try:
+        array = np.load(name, allow_pickle=False, mmap_mode=None)
+    except ValueError as exc:
+        if "pickle" in str(exc).lower() or "object" in str(exc).lower():
+            raise InputError(f"{name}: the array needs pickle to load, which is refused", "save a plain numeric array") from exc
+        raise InputError(f"{name}: not a readable .npy array ({exc})", "save it with numpy.save") from exc
+    except (OSError, EOFError) as exc:
+        raise InputError(f"{name}: cannot read this .npy file ({exc})", "save it again with numpy.save") from exc
+    if not isinstance(array, np.ndarray):
+        raise InputError(f"{name}: holds several arrays, not one mosaic", "save one 2-D array with numpy.save")
+    if array.ndim != 2:
+        raise InputError(f"{name}: array has shape {array.shape}, a Bayer mosaic is 2-D (H x W)", "save a single-plane mosaic")
+    if array.dtype.kind not in "uif":
+        raise InputError(f"{name}: array dtype {array.dtype} is not a number type", "save uint16 counts or float32 values")
+    _check_size(array.shape[0], array.shape[1], name)
+    if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+        raise InputError(f"{name}: array contains NaN or Inf values", "replace them before enhancing")
+    if array.dtype.kind in "ui":
+        if black_level is None or white_level is None:
+            raise InputError(
+                f"{name}: integer sensor counts need --black-level and --white-level",
+                "for a Sony A7S II use --black-level 512 --white-level 16383",
+            )
+    black = 0.0 if black_level is None else float(black_level)
+    white = 1.0 if white_level is None else float(white_level)
+    return Mosaic(
+        data=normalise_levels(array, black, white),
+        pattern=normalise_pattern(pattern),
+        black_level=(black,) * 4,
+        white_level=white,
+        source=name,
+    )
+
+
+def read_mosaic(
+    path: str | os.PathLike,
+    black_level: float | None = None,
+    white_level: float | None = None,
+    pattern: str | None = None,
+) -> Mosaic:
+    """Read a camera RAW file or a `.npy` mosaic; levels and pattern apply to `.npy` only."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file", "check the path")
+    if p.is_dir():
+        raise InputError(f"{p}: is a directory, not an image file", "give one RAW or .npy file")
+    if p.stat().st_size == 0:
+        raise InputError(f"{p}: file is empty", "copy the RAW file again")
+    if p.suffix.lower() == NPY_SUFFIX:
+        return read_npy_mosaic(p, black_level, white_level, pattern or "RGGB")
+    if black_level is not None or white_level is not None or pattern is not None:
+        raise InputError(
+            f"{p}: --black-level, --white-level and --pattern apply to .npy mosaics only",
+            "a camera RAW file carries its own levels and pattern",
+        )
+    return read_camera_raw(p)

@@ -124,10 +124,42 @@ def _render_demo(r: dict) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------- train
+def _add_train(p: argparse.ArgumentParser) -> None:
+    from dataclasses import fields
+
+    p.add_argument("--out", default="runs/train", help="run folder: state, loss log and plot, final checkpoint")
+    p.add_argument("--photos", dest="photos_dir", help="folder of extra clean sRGB photos to train on")
+    p.add_argument("--no-resume", dest="resume", action="store_false", help="start over even if the folder has a state")
+    from .train_config import TrainConfig
+
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    for name in ("steps", "batch_size", "crop", "seed", "pool_size", "amplifier_samples", "checkpoint_every"):
+        p.add_argument("--" + name.replace("_", "-"), type=int, default=defaults[name], help=f"default {defaults[name]}")
+    p.add_argument("--lr", type=float, default=defaults["lr"], help=f"peak learning rate, default {defaults['lr']}")
+    p.add_argument("--device", default="auto", help="auto (GPU if available), cpu or cuda")
+
+
+def _run_train(args: argparse.Namespace) -> dict:
+    from dataclasses import fields
+
+    from .train import train
+    from .train_config import TrainConfig
+
+    options = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    cfg = TrainConfig(**options)
+    return train(cfg, args.out, resume=args.resume, show_progress=not args.quiet)
+
+
+def _render_train(r: dict) -> str:
+    return f"trained {r['steps']} steps in {r['train_seconds']:.0f} s; checkpoint {r['checkpoint']} (final L1 {r['final_l1']})"
+
+
 COMMANDS = [
     Command("enhance", "restore a dark RAW photo to sRGB", _add_enhance, _run_enhance, _render_enhance),
     Command("info", "describe the model and checkpoint", _add_info, _run_info, _render_info),
     Command("demo", "generate a dark sample RAW and restore it", _add_demo, _run_demo, _render_demo),
+    Command("train", "train LLPackNet on synthetic dark RAW data", _add_train, _run_train, _render_train),
 ]
 
 

@@ -6,41 +6,16 @@ the 2022 revision is folded into plain convolutions when a checkpoint is loaded 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .bayer import HISTOGRAM_EDGES
+from .variants import DEFAULT_VARIANT, VARIANTS
 
 BLOCK = 8  # Pack: space-to-depth by 8 inside each colour plane.
 AMPLIFIER_FLOOR = 1e-4  # the paper's threshold: gamma <= 0 becomes this
-
-
-@dataclass(frozen=True)
-class VariantConfig:
-    """A named LLPackNet configuration."""
-
-    name: str
-    amplifier: bool  # paper: gamma from a histogram; 2022: caller multiplies by the exposure ratio
-    sigmoid: bool  # 2022 adds a final sigmoid; the paper's output is linear
-    weight_norm: bool  # how the official checkpoint stores its convolutions
-    description: str
-
-
-VARIANTS: dict[str, VariantConfig] = {
-    "llpacknet-bmvc2020": VariantConfig(
-        "llpacknet-bmvc2020", amplifier=True, sigmoid=False, weight_norm=False,
-        description="paper version: histogram amplifier computes the gain, linear output",
-    ),
-    "llpacknet-2022": VariantConfig(
-        "llpacknet-2022", amplifier=False, sigmoid=True, weight_norm=True,
-        description="2022 revision: input pre-multiplied by the exposure ratio, sigmoid output",
-    ),
-}
-DEFAULT_VARIANT = "llpacknet-bmvc2020"
 
 
 class DenseLayer(nn.Module):

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from conftest import needs_torch
 from toolkit.bayer import (
-    HISTOGRAM_EDGES, PATTERNS, exposure_histogram, pack_rggb, plan_placement, to_network_grid, unpack_rggb,
+    HISTOGRAM_EDGES, PATTERNS, exposure_histogram, pack_rggb, plan_placement, to_network_grid, unpack_rggb, unpack_rgb,
 )
 
 # A colour image whose mosaic under any pattern is known: value encodes colour and position.
@@ -58,6 +58,15 @@ def test_pack_channel_order_matches_the_paper():
         for i in range(8):
             for j in range(8):
                 np.testing.assert_array_equal(packed[plane * 64 + 8 * i + j], colour[i::8, j::8])
+
+
+def test_unpack_rgb_follows_the_index_formula():
+    feats = np.random.default_rng(0).random((192, 2, 3)).astype(np.float32)
+    out = unpack_rgb(feats)
+    assert out.shape == (3, 16, 24)
+    for i in range(8):
+        for j in range(8):
+            np.testing.assert_array_equal(out[:, i::8, j::8], feats[3 * (8 * i + j) : 3 * (8 * i + j) + 3])
 
 
 def test_placement_of_odd_bggr():

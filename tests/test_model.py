@@ -201,3 +201,17 @@ def test_default_weights_or_untrained_warning(caplog):
     else:
         assert not model.checkpoint_info["trained"]
         assert "UNTRAINED" in caplog.text
+
+
+def test_numpy_pack_body_unpack_equals_the_full_forward():
+    """What deployment targets run (the packed body, numpy pre/post) matches the PyTorch forward."""
+    import torch
+    from toolkit.bayer import pack_rggb, unpack_rgb
+    from toolkit.model import create_model
+
+    model = create_model("llpacknet-bmvc2020").eval()
+    mosaic = (torch.rand(1, 1, 48, 64) * 0.01).numpy()
+    with torch.inference_mode():
+        full = model(torch.from_numpy(mosaic), gain=torch.tensor([150.0])).numpy()[0]
+        body = model.packed_body(torch.from_numpy(pack_rggb(mosaic[0, 0])[None] * np.float32(150.0))).numpy()[0]
+    np.testing.assert_allclose(unpack_rgb(body), full, rtol=1e-5, atol=1e-6)

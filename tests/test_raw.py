@@ -114,5 +114,19 @@ def test_linear_dng_is_refused(tmp_path):
     tags = [(50706, "B", 4, (1, 4, 0, 0), True), (50708, "s", 0, "Linear cam", True), (50717, "I", 1, 65535, True),
             (50721, "2i", 9, (10000, 1, 0, 1, 0, 1, 0, 1, 10000, 1, 0, 1, 0, 1, 0, 1, 10000, 1), True)]
     tifffile.imwrite(path, np.zeros((40, 40, 3), np.uint16), photometric=34892, extratags=tags)
-    with pytest.raises(InputError, match="not a Bayer|cannot read"):
+    with pytest.raises(InputError, match="not a Bayer mosaic"):
+        read_mosaic(path)
+
+
+def test_xtrans_dng_is_refused(tmp_path):
+    """A 6x6 colour filter (Fujifilm X-Trans) is not the 2x2 Bayer the network needs."""
+    import tifffile
+
+    xtrans = (1, 1, 0, 1, 1, 2, 1, 1, 2, 1, 1, 0, 2, 0, 1, 0, 2, 1, 1, 1, 2, 1, 1, 0, 1, 1, 0, 1, 1, 2, 0, 2, 1, 2, 0, 1)
+    tags = [(33421, "H", 2, (6, 6), True), (33422, "B", 36, xtrans, True), (50706, "B", 4, (1, 4, 0, 0), True),
+            (50708, "s", 0, "X-Trans cam", True), (50717, "I", 1, 16383, True),
+            (50721, "2i", 9, (10000, 1, 0, 1, 0, 1, 0, 1, 10000, 1, 0, 1, 0, 1, 0, 1, 10000, 1), True)]
+    path = tmp_path / "xtrans.dng"
+    tifffile.imwrite(path, np.full((60, 90), 1000, np.uint16), photometric=32803, extratags=tags)
+    with pytest.raises(InputError, match="6x6"):
         read_mosaic(path)

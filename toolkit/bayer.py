@@ -105,6 +105,20 @@ def unpack_rggb(packed: np.ndarray, block: int = 8) -> np.ndarray:
     return x.transpose(order).reshape(*lead, h * block * 2, w * block * 2)
 
 
+def unpack_rgb(features: np.ndarray, block: int = 8) -> np.ndarray:
+    """LLPackNet's UnPack in numpy: (..., 3*block*block, h, w) -> (..., 3, block*h, block*w).
+
+    Channel 3*(block*i + j) + k at (y, x) is colour k of output pixel (block*y + i, block*x + j).
+    """
+    *lead, channels, h, w = features.shape
+    if channels != 3 * block * block:
+        raise ValueError(f"UnPack needs {3 * block * block} channels")
+    n = len(lead)
+    x = features.reshape(*lead, block, block, 3, h, w)  # i, j, k, y, x
+    order = list(range(n)) + [n + 2, n + 3, n + 0, n + 4, n + 1]  # k, y, i, x, j
+    return x.transpose(order).reshape(*lead, 3, h * block, w * block)
+
+
 # The paper's amplifier reads a 63-bin histogram with log-spaced edges over [0, 1].
 HISTOGRAM_EDGES = ((2.0 ** np.linspace(0.0, 8.0, 64)) - 1.0) / 255.0
 

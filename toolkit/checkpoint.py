@@ -11,6 +11,7 @@ import hashlib
 import logging
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 
@@ -87,9 +88,10 @@ def _read_checkpoint_file(path: Path) -> dict:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsupported content"
+        found = re.search(r"(?:Unsupported global|Unsupported operand)[^.\n]*", str(exc))
+        what = found.group(0).strip() if found else "content that weights-only loading does not allow"
         raise CheckpointError(
-            f"checkpoint {path} holds objects other than tensors and is refused ({first[:160]})",
+            f"checkpoint {path} holds objects other than tensors and is refused ({what[:160]})",
             "save only a state dict: torch.save({'model': model.state_dict()}, path)",
         ) from exc
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, AttributeError) as exc:

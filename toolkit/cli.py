@@ -138,6 +138,8 @@ def _add_train(p: argparse.ArgumentParser) -> None:
         p.add_argument("--" + name.replace("_", "-"), type=int, default=defaults[name], help=f"default {defaults[name]}")
     p.add_argument("--lr", type=float, default=defaults["lr"], help=f"peak learning rate, default {defaults['lr']}")
     p.add_argument("--device", default="auto", help="auto (GPU if available), cpu or cuda")
+    p.add_argument("--publish-default", action="store_true",
+                   help="maintainers: install the result as the built-in weights, with its record and evaluation")
 
 
 def _run_train(args: argparse.Namespace) -> dict:
@@ -148,11 +150,47 @@ def _run_train(args: argparse.Namespace) -> dict:
 
     options = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
     cfg = TrainConfig(**options)
-    return train(cfg, args.out, resume=args.resume, show_progress=not args.quiet)
+    result = train(cfg, args.out, resume=args.resume, show_progress=not args.quiet)
+    if args.publish_default:
+        from .train import publish_default_weights
+
+        result["published"] = publish_default_weights(args.out, show_progress=not args.quiet)
+    return result
 
 
 def _render_train(r: dict) -> str:
     return f"trained {r['steps']} steps in {r['train_seconds']:.0f} s; checkpoint {r['checkpoint']} (final L1 {r['final_l1']})"
+
+
+# ---------------------------------------------------------------- evaluate
+def _add_evaluate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", help="checkpoint to evaluate; default: the built-in weights")
+    p.add_argument("--ratio", choices=("auto", "true"), default="auto",
+                   help="gain from the amplifier (auto) or the true exposure ratio (true)")
+    p.add_argument("--out", default="runs/evaluate", help="folder for evaluation.json and grid.png")
+    p.add_argument("--photos", help="evaluate on your own clean photos instead of the built-in held-out set")
+    p.add_argument("--limit", type=int, help="only the first N images (quick checks)")
+
+
+def _run_evaluate(args: argparse.Namespace) -> dict:
+    from .evaluate import evaluate
+
+    return evaluate(args.checkpoint, args.ratio, args.out, args.photos, args.limit, show_progress=not args.quiet)
+
+
+def _render_evaluate(r: dict) -> str:
+    head = f"{'':12}{'LLPackNet':>20}{'LibRaw baseline':>22}"
+    rows = [f"{r['images']} held-out images, gain from {'the amplifier' if r['ratio_mode'] == 'auto' else 'the true ratio'}",
+            head, f"{'':12}{'PSNR dB':>11}{'SSIM':>9}{'PSNR dB':>13}{'SSIM':>9}"]
+    for key in r["model"]["per_ratio"]:
+        m, b = r["model"]["per_ratio"][key], r["baseline"]["per_ratio"][key]
+        rows.append(f"{'x' + key:12}{m['psnr_db']:11.2f}{m['ssim']:9.3f}{b['psnr_db']:13.2f}{b['ssim']:9.3f}")
+    m, b = r["model"], r["baseline"]
+    rows.append(f"{'overall':12}{m['psnr_db']:11.2f}{m['ssim']:9.3f}{b['psnr_db']:13.2f}{b['ssim']:9.3f}")
+    rows.append(f"LLPackNet - baseline: {r['gain_db']:+.2f} dB")
+    if "report" in r:
+        rows.append(f"report {r['report']}" + (f", grid {r['grid']}" if "grid" in r else ""))
+    return "\n".join(rows)
 
 
 COMMANDS = [
@@ -160,6 +198,7 @@ COMMANDS = [
     Command("info", "describe the model and checkpoint", _add_info, _run_info, _render_info),
     Command("demo", "generate a dark sample RAW and restore it", _add_demo, _run_demo, _render_demo),
     Command("train", "train LLPackNet on synthetic dark RAW data", _add_train, _run_train, _render_train),
+    Command("evaluate", "PSNR/SSIM on the held-out scenes against the LibRaw baseline", _add_evaluate, _run_evaluate, _render_evaluate),
 ]
 
 

@@ -30,8 +30,13 @@ def _rational(values) -> tuple[int, ...]:
     return tuple(out)
 
 
-def write_dng(
-    path: str | os.PathLike,
+def write_dng(path: str | os.PathLike, mosaic: np.ndarray, *args, **kwargs) -> None:
+    """Write an uncompressed 16-bit CFA DNG atomically (arguments as `write_dng_bytes`)."""
+    data = write_dng_bytes(mosaic, *args, **kwargs)
+    atomic_write_with(path, lambda tmp: tmp.write_bytes(data))
+
+
+def write_dng_bytes(
     mosaic: np.ndarray,
     pattern: str = "RGGB",
     black_level: float | tuple[float, float, float, float] = 512,
@@ -39,8 +44,10 @@ def write_dng(
     xyz_to_cam: np.ndarray = SONY_A7S2_XYZ_TO_CAM,
     as_shot_neutral: tuple[float, float, float] = (0.5, 1.0, 0.6),
     camera: str = "LLPackNet Edge synthetic A7S2",
-) -> None:
-    """Write an uncompressed 16-bit CFA DNG atomically; `black_level` may be one value per 2x2 position."""
+) -> bytes:
+    """An uncompressed 16-bit CFA DNG as bytes; `black_level` may be one value per 2x2 position."""
+    import io
+
     import tifffile
 
     data = np.ascontiguousarray(mosaic, dtype=np.uint16)
@@ -63,4 +70,6 @@ def write_dng(
         (50778, "H", 1, 21, True),  # CalibrationIlluminant1 = D65
         (50728, "2I", 3, _rational(as_shot_neutral), True),  # AsShotNeutral
     ]
-    atomic_write_with(path, lambda tmp: tifffile.imwrite(tmp, data, photometric=32803, extratags=tags))
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, data, photometric=32803, extratags=tags)
+    return buffer.getvalue()

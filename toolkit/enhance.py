@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .bayer import to_network_grid
+from .bayer import pack_rggb, to_network_grid, unpack_rgb
 from .errors import InputError, UserError, require_torch
 from .fileio import check_output_path, image_format, write_image
 from .raw import Mosaic, read_mosaic
@@ -63,11 +63,10 @@ class TorchBackend:
         with self.torch.inference_mode():
             return float(self.model.gain(self.torch.from_numpy(mosaic)[None, None]).reshape(()))
 
-    def run(self, batch: np.ndarray, gain: float) -> np.ndarray:
-        """[N, 1, H, W] float32 -> [N, 3, H, W] float32."""
+    def run_packed(self, packed: np.ndarray) -> np.ndarray:
+        """The network between Pack and UnPack: [N, 256, h, w] float32 -> [N, 192, 2h, 2w] float32."""
         with self.torch.inference_mode():
-            out = self.model(self.torch.from_numpy(batch), gain=self.torch.tensor([gain] * batch.shape[0]))
-        return out.numpy()
+            return self.model.packed_body(self.torch.from_numpy(packed)).numpy()
 
 
 class Enhancer:
@@ -92,21 +91,23 @@ class Enhancer:
     def trained(self) -> bool:
         return self.backend.trained
 
-    def choose_gain(self, mosaic: Mosaic) -> float:
-        return self.ratio if self.ratio is not None else self.backend.automatic_gain(mosaic.data)
+    def choose_gain(self, mosaic: Mosaic, ratio: float | None = None) -> float:
+        ratio = ratio if ratio is not None else self.ratio
+        return ratio if ratio is not None else self.backend.automatic_gain(mosaic.data)
 
-    def enhance(self, mosaic: Mosaic) -> EnhanceResult:
+    def enhance(self, mosaic: Mosaic, ratio: float | None = None) -> EnhanceResult:
+        """Restore one mosaic; `ratio` overrides the enhancer's own setting for this call."""
         seconds: dict[str, float] = {}
         start = time.perf_counter()
         grid, placement = to_network_grid(mosaic.data, mosaic.pattern)
-        batch = np.ascontiguousarray(grid[None, None], dtype=np.float32)
-        gain = self.choose_gain(mosaic)
+        gain = self.choose_gain(mosaic, ratio)
+        packed = np.ascontiguousarray(pack_rggb(grid)[None] * np.float32(gain), dtype=np.float32)
         seconds["preprocess"] = time.perf_counter() - start
         start = time.perf_counter()
-        out = self.backend.run(batch, gain)[0]
+        features = self.backend.run_packed(packed)[0]
         seconds["inference"] = time.perf_counter() - start
         start = time.perf_counter()
-        image = np.clip(placement.crop(out), 0.0, 1.0).transpose(1, 2, 0)
+        image = np.clip(placement.crop(unpack_rgb(features)), 0.0, 1.0).transpose(1, 2, 0)
         seconds["postprocess"] = time.perf_counter() - start
         return EnhanceResult(np.ascontiguousarray(image, dtype=np.float32), gain, seconds)
 

@@ -119,6 +119,21 @@ class LLPackNet(nn.Module):
             raise RuntimeError(f"{self.variant} has no amplifier: multiply the input by the exposure ratio")
         return self.amplifier(mosaic)
 
+    def packed_body(self, packed: torch.Tensor) -> torch.Tensor:
+        """Everything between Pack and UnPack: [N, 256, h, w] (gain applied) -> [N, 192, 2h, 2w].
+
+        This is the part that deployment targets run; Pack, the gain and UnPack are exact data
+        movement and scaling done in pre- and post-processing (see `toolkit.bayer`).
+        """
+        r, g1, g2, b = torch.split(packed, BLOCK * BLOCK, dim=1)
+        planes = [F.relu(conv(p)) for conv, p in zip((self.RDBr, self.RDBg1, self.RDBg2, self.RDBb), (r, g1, g2, b))]
+        f0 = self.before_identity(torch.cat(planes, dim=1))
+        f1 = self.RDB1(f0)
+        f2 = self.RDB2(f1)
+        f3 = self.RDB3(f2)
+        out = self.final(self.after_rdb(torch.cat([f1, f2, f3], dim=1)) + f0)
+        return torch.sigmoid(out) if self.config.sigmoid else out  # elementwise: commutes with UnPack
+
     def forward(self, mosaic: torch.Tensor, gain: torch.Tensor | None = None) -> torch.Tensor:
         """`gain` ([N, 1] or scalar) overrides the amplifier, e.g. a known exposure ratio."""
         if gain is None and self.config.amplifier:
@@ -126,15 +141,7 @@ class LLPackNet(nn.Module):
         packed = pack(mosaic)
         if gain is not None:
             packed = packed * torch.as_tensor(gain, dtype=packed.dtype, device=packed.device).reshape(-1, 1, 1, 1)
-        r, g1, g2, b = torch.split(packed, BLOCK * BLOCK, dim=1)
-        planes = [F.relu(conv(p)) for conv, p in zip((self.RDBr, self.RDBg1, self.RDBg2, self.RDBb), (r, g1, g2, b))]
-        f0 = self.before_identity(torch.cat(planes, dim=1))
-        f1 = self.RDB1(f0)
-        f2 = self.RDB2(f1)
-        f3 = self.RDB3(f2)
-        features = self.after_rdb(torch.cat([f1, f2, f3], dim=1)) + f0
-        out = unpack(self.final(features))
-        return torch.sigmoid(out) if self.config.sigmoid else out
+        return unpack(self.packed_body(packed))
 
 
 def create_model(variant: str = DEFAULT_VARIANT) -> LLPackNet:

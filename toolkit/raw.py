@@ -40,12 +40,10 @@ class Mosaic:
 
 
 def normalise_levels(raw: np.ndarray, black: np.ndarray, white: float | np.ndarray) -> np.ndarray:
-    """(raw - black) / (white - black), clipped at 0, in float32; `black` may be 2x2 per position."""
+    """(raw - black) / (white - black), clipped at 0, in float32; levels are scalars or per-pixel maps."""
     raw = np.asarray(raw, dtype=np.float32)
     black = np.asarray(black, dtype=np.float32)
     white = np.asarray(white, dtype=np.float32)
-    if black.shape == (2, 2):
-        black = np.tile(black, (-(-raw.shape[0] // 2), -(-raw.shape[1] // 2)))[: raw.shape[0], : raw.shape[1]]
     if np.any(white <= black):
         raise InputError("the white level must be above the black level", "check --white-level and --black-level")
     out = (raw - black) / (white - black)

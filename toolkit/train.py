@@ -3,9 +3,10 @@
 Design choices (see README, "Training"):
 - L1 between the network output and the clean sRGB target.
 - The paper's amplifier (two Linear layers, no activation: an affine map of the histogram) is
-  fitted first, in closed form, to predict the exposure ratio of synthetic samples (weighted least
-  squares on the relative error), then frozen. Adam at 1e-4 would need far more steps to move
-  a linear map to gains of 100-300 than a CPU budget allows, and the closed form is exact.
+  fitted first, in closed form, to predict the exposure ratio of synthetic samples (non-negative
+  least squares on the relative error, so the gain can never fall to the paper's 1e-4 floor),
+  then frozen. Adam at 1e-4 would need far more steps to move a linear map to gains of 100-300
+  than a CPU budget allows, and the closed form is exact.
 - The body then sees, at random, the true ratio (slightly jittered) or the amplifier's
   estimate, so both `--ratio true` and `--ratio auto` work with the same weights.
 - Everything written (state, final checkpoint, loss log and plot) is written atomically; a
@@ -37,6 +38,7 @@ from .train_config import TrainConfig
 log = logging.getLogger(__name__)
 
 STATE_FILE = "train_state.pt"
+_RESUMABLE_CHANGES = ("steps", "checkpoint_every", "log_every", "device")  # may differ on resume
 FINAL_FILE = "llpacknet.pt"
 
 
@@ -74,23 +76,31 @@ def _new_model(cfg: TrainConfig) -> torch.nn.Module:
     return create_model(cfg.variant)
 
 
-def fit_amplifier(amplifier: torch.nn.Module, histograms: np.ndarray, ratios: np.ndarray, ridge: float = 1e-6) -> float:
-    """Set the amplifier so gamma = a . hist + c best predicts the ratio (least squares on gamma / ratio - 1).
+def fit_amplifier(amplifier: torch.nn.Module, histograms: np.ndarray, ratios: np.ndarray, smoothness: float = 1e-3) -> float:
+    """Fit the amplifier so gamma = 1 + sum_i d_i * hist_i predicts the exposure ratio.
 
-    The first Linear keeps its (full-rank) random weights; the second is solved so the composition
-    equals the fitted affine map. Returns the median |log gamma - log ratio| on the fitting data.
+    The histogram sums to 1 (every normalised pixel lies in [0, 1]), so `1 + d_i` is the gain for
+    an image whose pixels all fall in bin i, and gamma is their histogram-weighted mean. Solving
+    for d >= 0 (non-negative least squares on the relative error gamma / ratio - 1, with a small
+    penalty on differences between neighbouring bins) keeps gamma >= 1 for any input, so the
+    paper's floor (gamma <= 0 -> 1e-4, a black image) can never trigger on an unusual photo.
+    The first Linear keeps its (full-rank) random weights; the second is solved so the
+    composition equals the fitted map. Returns the median |log gamma - log ratio| on the data.
     """
-    x = np.concatenate([histograms, np.ones((len(histograms), 1))], axis=1).astype(np.float64)
-    weighted = x / ratios[:, None]
-    coef = np.linalg.solve(weighted.T @ weighted + ridge * np.eye(x.shape[1]), weighted.T @ np.ones(len(x)))
-    a, c = coef[:-1], coef[-1]
+    from scipy.optimize import nnls
+
+    bins = histograms.shape[1]
+    design = histograms / ratios[:, None]
+    target = 1.0 - 1.0 / ratios
+    smooth = np.sqrt(smoothness) * np.diff(np.eye(bins), axis=0)
+    d, _ = nnls(np.vstack([design, smooth]), np.concatenate([target, np.zeros(bins - 1)]), maxiter=50 * bins)
     first, second = amplifier.conv_post[0], amplifier.conv_post[1]
     w1 = first.weight.detach().double().numpy()  # hidden x bins
     b1 = first.bias.detach().double().numpy()
-    w2 = np.linalg.lstsq(w1.T, a, rcond=None)[0]  # w2 @ w1 == a
+    w2 = np.linalg.lstsq(w1.T, d, rcond=None)[0]  # w2 @ w1 == d
     with torch.no_grad():
         second.weight.copy_(torch.from_numpy(w2[None]).float())
-        second.bias.fill_(float(c - w2 @ b1))
+        second.bias.fill_(float(1.0 - w2 @ b1))
         gamma = amplifier.forward_histogram(torch.from_numpy(histograms).float()).double().numpy().reshape(-1)
     return float(np.median(np.abs(np.log(gamma) - np.log(ratios))))
 
@@ -143,8 +153,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
     state_path = out / STATE_FILE
     if resume and state_path.exists():
         state = torch.load(state_path, map_location="cpu", weights_only=True)
-        saved = {k: v for k, v in state["config"].items() if k not in ("steps", "checkpoint_every", "device")}
-        now = {k: v for k, v in asdict(cfg).items() if k not in ("steps", "checkpoint_every", "device")}
+        saved = {k: v for k, v in state["config"].items() if k not in _RESUMABLE_CHANGES}
+        now = {k: v for k, v in asdict(cfg).items() if k not in _RESUMABLE_CHANGES}
         if saved != now:
             diff = sorted(k for k in now if saved.get(k) != now[k])
             raise UserError(f"{state_path} was trained with other settings ({', '.join(diff)})", "use a new --out folder or --no-resume")
@@ -191,20 +201,23 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
             ratio = torch.from_numpy(ratios).to(device)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, cfg, group["peak"])
-            gain = ratio * torch.exp(torch.randn_like(ratio) * cfg.ratio_jitter)
+            step_rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)  # resumable: no global RNG
+            jitter = torch.randn(len(ratios), generator=step_rng).to(device)
+            use_predicted = (torch.rand(len(ratios), generator=step_rng) < 0.5).to(device)
+            gain = ratio * torch.exp(jitter * cfg.ratio_jitter)
             gain_error = torch.zeros(())
             if model.config.amplifier:
                 with torch.no_grad():
                     predicted = model.gain(x).reshape(-1)
                 gain_error = (torch.log(predicted) - torch.log(ratio)).abs().mean()
-                gain = torch.where(torch.rand_like(ratio) < 0.5, predicted, gain)
+                gain = torch.where(use_predicted, predicted, gain)
             loss = (model(x, gain=gain) - y).abs().mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             window.append((loss.item(), gain_error.item()))
             done = step + 1
-            if done % 50 == 0 or done == cfg.steps:
+            if done % cfg.log_every == 0 or done == cfg.steps:
                 l1, gerr = np.mean(window, axis=0)
                 history.rows.append({"step": done, "l1": round(float(l1), 6), "gain_err": round(float(gerr), 5),
                                      "lr": round(optimizer.param_groups[0]["lr"], 8)})
@@ -220,9 +233,61 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
     record = {
         "variant": cfg.variant, "steps": cfg.steps, "seed": cfg.seed, "config": asdict(cfg),
         "data_version": DATA_VERSION, "train_seconds": round(elapsed, 1), "device": str(device),
-        "torch": torch.__version__, "final_l1": history.rows[-1]["l1"] if history.rows else None,
+        "torch": str(torch.__version__), "final_l1": history.rows[-1]["l1"] if history.rows else None,
         "amplifier_fit_median_log_error": amplifier_fit_error,
     }
     save_checkpoint(model.cpu(), final, meta=record)
     atomic_write_json(out / "train_record.json", record)
     return {**record, "checkpoint": str(final), "out": str(out)}
+
+
+def training_command(cfg: TrainConfig, out_dir: str | Path) -> str:
+    """The `llpack train` command line that reproduces a configuration."""
+    defaults = TrainConfig()
+    parts = ["llpack", "train", "--out", str(out_dir)]
+    for name in ("steps", "batch_size", "crop", "seed", "pool_size", "amplifier_samples", "lr"):
+        value = getattr(cfg, name)
+        if name == "steps" or value != getattr(defaults, name):
+            parts += ["--" + name.replace("_", "-"), str(value)]
+    if cfg.photos_dir:
+        parts += ["--photos", cfg.photos_dir]
+    return " ".join(parts)
+
+
+def publish_default_weights(run_dir: str | Path, show_progress: bool = True) -> dict:
+    """Install a finished run as the project's default weights, with its record and evaluation."""
+    import shutil
+
+    from .checkpoint import DEFAULT_CHECKPOINT, file_sha256, load_model
+    from .dataset import evaluation_fingerprint
+    from .evaluate import evaluate
+
+    run = Path(run_dir)
+    record = __import__("json").loads((run / "train_record.json").read_text())
+    load_model(run / FINAL_FILE)  # validate before installing
+    with atomic_path(DEFAULT_CHECKPOINT) as tmp:
+        shutil.copyfile(run / FINAL_FILE, tmp)
+    cfg = TrainConfig(**record["config"])
+    evaluation = {}
+    for mode in ("auto", "true"):
+        report = evaluate(None, mode, run / f"evaluate-{mode}", show_progress=show_progress)
+        evaluation[mode] = {k: report[k] for k in ("model", "baseline", "gain_db", "images")}
+    published = {
+        "file": DEFAULT_CHECKPOINT.name,
+        "sha256": file_sha256(DEFAULT_CHECKPOINT),
+        "variant": record["variant"],
+        "command": training_command(cfg, run),
+        "seed": cfg.seed,
+        "steps": cfg.steps,
+        "train_seconds": record["train_seconds"],
+        "device": record["device"],
+        "torch": record["torch"],
+        "data_version": record["data_version"],
+        "final_l1": record["final_l1"],
+        "amplifier_fit_median_log_error": record.get("amplifier_fit_median_log_error"),
+        "eval_set": evaluation_fingerprint(),
+        "evaluation": evaluation,
+        "reproduce_evaluation": "llpack evaluate --ratio auto; llpack evaluate --ratio true",
+    }
+    atomic_write_json(DEFAULT_CHECKPOINT.with_suffix(".json"), published)
+    return published

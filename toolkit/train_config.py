@@ -21,4 +21,5 @@ class TrainConfig:
     variant: str = DEFAULT_VARIANT
     photos_dir: str | None = None
     checkpoint_every: int = 250
+    log_every: int = 50
     device: str = "auto"

@@ -1,4 +1,31 @@
-"""Deployment targets, one module per runtime (OpenVINO, TFLite/LiteRT, ONNX Runtime, PyTorch).
+"""Deployment targets, one module per runtime, found by name in one table.
 
-Filled by the conversion-pipeline work; kept importable without torch or any converter.
+`get_target("openvino")` returns the target's description; its module (`targets/openvino.py`)
+is imported only when an artifact is built or run, so nothing here needs torch or a converter.
 """
+from __future__ import annotations
+
+import difflib
+
+from toolkit.errors import UserError
+
+from .base import Runner, Target
+
+TARGETS: dict[str, Target] = {
+    t.name: t
+    for t in (
+        Target("openvino", "OpenVINO IR for x86 CPUs", ("fp32",), "openvino", "openvino", "x86", "x86"),
+        Target("onnxruntime", "ONNX model run by ONNX Runtime (the common peer)", ("fp32",), "onnxruntime", "onnxruntime", "onnx", "onnx"),
+    )
+}
+
+
+def get_target(name: str) -> Target:
+    if name not in TARGETS:
+        close = difflib.get_close_matches(name, TARGETS, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"choose from {', '.join(TARGETS)}"
+        raise UserError(f"unknown target '{name}'", hint)
+    return TARGETS[name]
+
+
+__all__ = ["TARGETS", "Runner", "Target", "get_target"]

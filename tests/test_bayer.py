@@ -103,3 +103,18 @@ def test_torch_pack_and_histogram_match_numpy(seed, scale):
     for i in range(8):
         for j in range(8):
             np.testing.assert_array_equal(out[0, :, i::8, j::8].numpy(), feats[0, 3 * (8 * i + j) : 3 * (8 * i + j) + 3].numpy())
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_padding_to_a_large_fixed_size_keeps_the_phase(pattern):
+    grid, place = to_network_grid(mosaic_with_pattern(33, 40, pattern), pattern, size=(160, 96))
+    assert grid.shape == (160, 96)
+    np.testing.assert_array_equal(grid, mosaic_with_pattern(160, 96, "RGGB"))
+    np.testing.assert_array_equal(place.crop(grid), mosaic_with_pattern(33, 40, pattern))
+
+
+def test_image_larger_than_a_fixed_size_is_refused():
+    from toolkit.errors import InputError
+
+    with pytest.raises(InputError, match="larger than this model's input size"):
+        to_network_grid(np.zeros((70, 40)), "RGGB", size=(64, 64))

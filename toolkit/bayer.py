@@ -45,28 +45,51 @@ class Placement:
         return image[..., self.top : self.top + self.height, self.left : self.left + self.width]
 
 
-def plan_placement(height: int, width: int, pattern: str, grid: int = GRID) -> Placement:
-    """Decide the padding that makes an image RGGB-phased and a multiple of `grid`."""
+def plan_placement(
+    height: int, width: int, pattern: str, grid: int = GRID, size: tuple[int, int] | None = None
+) -> Placement:
+    """Decide the padding that makes an image RGGB-phased and a multiple of `grid` (or exactly `size`)."""
     top, left = _RED_OFFSET[normalise_pattern(pattern)]
     padded_h = -(-(height + top) // grid) * grid
     padded_w = -(-(width + left) // grid) * grid
+    if size is not None:
+        if padded_h > size[0] or padded_w > size[1]:
+            from .errors import InputError
+
+            raise InputError(
+                f"the image ({width}x{height}) is larger than this model's input size ({size[1]}x{size[0]})",
+                "export an artifact of a larger --size",
+            )
+        padded_h, padded_w = size
     return Placement(top, left, height, width, padded_h, padded_w)
 
 
-def to_network_grid(mosaic: np.ndarray, pattern: str, grid: int = GRID) -> tuple[np.ndarray, Placement]:
-    """Reflect-pad a 2-D mosaic to RGGB phase and a multiple of `grid`; return it and its placement."""
+def to_network_grid(
+    mosaic: np.ndarray, pattern: str, grid: int = GRID, size: tuple[int, int] | None = None
+) -> tuple[np.ndarray, Placement]:
+    """Reflect-pad a 2-D mosaic to RGGB phase and a multiple of `grid` (or to `size`); return it and its placement."""
     if mosaic.ndim != 2:
         raise ValueError("a Bayer mosaic is a 2-D array")
     height, width = mosaic.shape
-    place = plan_placement(height, width, pattern, grid)
+    place = plan_placement(height, width, pattern, grid, size)
     pads = (
         (place.top, place.padded_height - height - place.top),
         (place.left, place.padded_width - width - place.left),
     )
-    if max(pads[0]) >= height or max(pads[1]) >= width:
-        # Reflection needs more pixels than the pad; only reachable below MIN_SIZE.
-        raise ValueError("mosaic too small to pad by reflection")
-    return np.pad(mosaic, pads, mode="reflect"), place
+    return _reflect_pad(mosaic, pads), place
+
+
+def _reflect_pad(mosaic: np.ndarray, pads) -> np.ndarray:
+    """Reflect padding that keeps the Bayer phase, repeated when the pad exceeds the image."""
+    out = mosaic
+    (top, bottom), (left, right) = pads
+    while top or bottom or left or right:
+        h, w = out.shape
+        step = ((min(top, h - 1), min(bottom, h - 1)), (min(left, w - 1), min(right, w - 1)))
+        out = np.pad(out, step, mode="reflect")
+        top, bottom = top - step[0][0], bottom - step[0][1]
+        left, right = left - step[1][0], right - step[1][1]
+    return out
 
 
 def bayer_channel_index(pattern: str) -> np.ndarray:

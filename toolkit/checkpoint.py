@@ -7,7 +7,6 @@ the 2022 revision with weight-normalised convolutions (`weight_g`, `weight_v`). 
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import pickle
@@ -18,7 +17,7 @@ from pathlib import Path
 import torch
 
 from .errors import CheckpointError
-from .fileio import atomic_path
+from .fileio import atomic_path, file_sha256
 from .model import DEFAULT_VARIANT, LLPackNet, create_model
 
 log = logging.getLogger(__name__)
@@ -28,12 +27,6 @@ DEFAULT_CHECKPOINT = WEIGHTS_DIR / "llpacknet_default.pt"
 UNTRAINED_SEED = 0
 
 
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fold_weight_norm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -37,6 +37,8 @@ def _add_enhance(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True, help="output image, .png or .tif/.tiff")
     p.add_argument("--ratio", default="auto", help="'auto' (the paper's amplifier) or the exposure ratio, e.g. 100")
     p.add_argument("--checkpoint", help="LLPackNet checkpoint (.pt/.pth); default: the built-in weights")
+    p.add_argument("--model", help="an exported artifact folder (llpack export) to run instead of PyTorch")
+    p.add_argument("--threads", type=int, help="inference threads for an artifact (default: the runtime's choice)")
     p.add_argument("--bits", type=int, choices=(8, 16), default=8, help="bits per channel of the output")
     npy = p.add_argument_group("for .npy mosaics")
     npy.add_argument("--black-level", type=float, help="sensor black level in counts (integer arrays)")
@@ -47,7 +49,7 @@ def _add_enhance(p: argparse.ArgumentParser) -> None:
 def _run_enhance(args: argparse.Namespace) -> dict:
     from .enhance import Enhancer
 
-    enhancer = Enhancer(checkpoint=args.checkpoint, ratio=args.ratio)
+    enhancer = Enhancer(checkpoint=args.checkpoint, ratio=args.ratio, model=args.model, threads=args.threads)
     result = enhancer.enhance_file(
         args.input, args.output, bits=args.bits,
         black_level=args.black_level, white_level=args.white_level, pattern=args.pattern,
@@ -193,10 +195,37 @@ def _render_evaluate(r: dict) -> str:
     return "\n".join(rows)
 
 
+# ---------------------------------------------------------------- export
+def _add_export(p: argparse.ArgumentParser) -> None:
+    from targets import TARGETS
+
+    p.add_argument("--target", required=True, choices=sorted(TARGETS), help="deployment target")
+    p.add_argument("--precision", default="fp32", help="fp32 (default)")
+    p.add_argument("--size", default="512x512", help="HxW input size of the artifact, multiples of 16 (default 512x512)")
+    p.add_argument("--out", help="artifact folder (default runs/artifacts/TARGET-PRECISION-HxW)")
+    p.add_argument("--checkpoint", help="weights to export; default: the built-in weights")
+    p.add_argument("--allow-degraded", action="store_true", help="keep an artifact that misses its accuracy bar (marked in the manifest)")
+
+
+def _run_export(args: argparse.Namespace) -> dict:
+    from .export import export
+
+    return export(args.target, args.precision, args.size, args.out, args.checkpoint, args.allow_degraded)
+
+
+def _render_export(r: dict) -> str:
+    v = r["validation"]
+    return (f"{r['target']} {r['precision']} {r['size'][0]}x{r['size'][1]} -> {r['path']} ({r['build']['megabytes']:.2f} MB)\n"
+            f"vs FP32 PyTorch on {v['scenes']} held-out scenes: max abs error {v['max_abs_error']:.2e}, "
+            f"PSNR {v['psnr_vs_fp32_db']} dB, change vs ground truth {v['delta_psnr_vs_gt_db']:+.3f} dB"
+            + (" [DEGRADED]" if v["degraded"] else ""))
+
+
 COMMANDS = [
     Command("enhance", "restore a dark RAW photo to sRGB", _add_enhance, _run_enhance, _render_enhance),
     Command("info", "describe the model and checkpoint", _add_info, _run_info, _render_info),
     Command("demo", "generate a dark sample RAW and restore it", _add_demo, _run_demo, _render_demo),
+    Command("export", "convert the model to a deployable, validated artifact", _add_export, _run_export, _render_export),
     Command("train", "train LLPackNet on synthetic dark RAW data", _add_train, _run_train, _render_train),
     Command("evaluate", "PSNR/SSIM on the held-out scenes against the LibRaw baseline", _add_evaluate, _run_evaluate, _render_evaluate),
 ]

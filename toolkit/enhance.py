@@ -69,17 +69,58 @@ class TorchBackend:
             return self.model.packed_body(self.torch.from_numpy(packed)).numpy()
 
 
+class ArtifactBackend:
+    """Runs an exported artifact with the runtime its manifest names (no torch needed)."""
+
+    def __init__(self, folder: str | os.PathLike, threads: int | None = None):
+        from targets import get_target
+
+        from .artifact import read_manifest
+
+        self.manifest = read_manifest(folder)
+        self.target = get_target(self.manifest["target"])
+        self.runner = self.target.load(folder, self.manifest, threads)
+        self.variant = self.manifest["model"]["variant"]
+        self.trained = bool(self.manifest["model"]["trained"])
+        self.input_size = tuple(self.manifest["size"])
+
+    @property
+    def has_amplifier(self) -> bool:
+        gain = next(s for s in self.manifest["input"]["preprocessing"] if s["step"] == "gain")
+        return "automatic" in gain
+
+    def automatic_gain(self, mosaic: np.ndarray) -> float:
+        from .artifact import automatic_gain
+
+        return automatic_gain(self.manifest, mosaic)
+
+    def run_packed(self, packed: np.ndarray) -> np.ndarray:
+        return self.runner.run(packed)
+
+
 class Enhancer:
     """Restore dark Bayer RAW photos: `Enhancer().enhance_file('dark.dng', 'out.png')`."""
 
-    def __init__(self, checkpoint: str | os.PathLike | None = None, ratio: str | float | None = "auto"):
+    def __init__(
+        self,
+        checkpoint: str | os.PathLike | None = None,
+        ratio: str | float | None = "auto",
+        model: str | os.PathLike | None = None,
+        threads: int | None = None,
+    ):
+        """`checkpoint` runs the PyTorch model; `model` an exported artifact folder instead."""
+        if checkpoint is not None and model is not None:
+            raise UserError("give either a checkpoint or an artifact folder (--model), not both")
         self.ratio = parse_ratio(ratio)
-        self.checkpoint = checkpoint
+        self.checkpoint, self.model, self.threads = checkpoint, model, threads
 
     @functools.cached_property
-    def backend(self) -> TorchBackend:
+    def backend(self) -> TorchBackend | ArtifactBackend:
         """Loaded on first use, so cheap checks on inputs and outputs fail before the model loads."""
-        backend = TorchBackend(self.checkpoint)
+        if self.model is not None:
+            backend = ArtifactBackend(self.model, self.threads)
+        else:
+            backend = TorchBackend(self.checkpoint)
         if self.ratio is None and not backend.has_amplifier:
             raise UserError(
                 f"the {backend.variant} model has no automatic amplifier",
@@ -97,14 +138,15 @@ class Enhancer:
 
     def enhance(self, mosaic: Mosaic, ratio: float | None = None) -> EnhanceResult:
         """Restore one mosaic; `ratio` overrides the enhancer's own setting for this call."""
+        backend = self.backend  # load (and compile) before the clock starts
         seconds: dict[str, float] = {}
         start = time.perf_counter()
-        grid, placement = to_network_grid(mosaic.data, mosaic.pattern)
+        grid, placement = to_network_grid(mosaic.data, mosaic.pattern, size=getattr(backend, "input_size", None))
         gain = self.choose_gain(mosaic, ratio)
         packed = np.ascontiguousarray(pack_rggb(grid)[None] * np.float32(gain), dtype=np.float32)
         seconds["preprocess"] = time.perf_counter() - start
         start = time.perf_counter()
-        features = self.backend.run_packed(packed)[0]
+        features = backend.run_packed(packed)[0]
         seconds["inference"] = time.perf_counter() - start
         start = time.perf_counter()
         image = np.clip(placement.crop(unpack_rgb(features)), 0.0, 1.0).transpose(1, 2, 0)

@@ -7,6 +7,7 @@ one, never half of one.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import struct
@@ -32,6 +33,15 @@ def _check_output_dir(path: Path) -> None:
         raise OutputError(f"output folder {parent} does not exist", "create it first or choose another -o path")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"output folder {parent} is not writable", "choose a folder you can write to")
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _temp_beside(target: Path) -> Path:

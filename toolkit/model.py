@@ -169,3 +169,24 @@ def macs_per_pixel() -> float:
     # Everything but the final RDB and conv runs at H/16 x W/16; those run at H/8 x W/8.
     final = sum(m.weight.numel() for m in model.final.modules() if isinstance(m, nn.Conv2d))
     return ((total - final) / 256.0) + final / 64.0
+
+
+class PackedBody(nn.Module):
+    """The exportable part of LLPackNet (`LLPackNet.packed_body`) as a module of its own."""
+
+    def __init__(self, model: LLPackNet):
+        super().__init__()
+        self.model = model
+
+    def forward(self, packed: torch.Tensor) -> torch.Tensor:
+        return self.model.packed_body(packed)
+
+
+def amplifier_affine(model: LLPackNet) -> tuple[list[float], float] | None:
+    """The amplifier's two Linear layers collapsed into gain = coefficients . histogram + intercept."""
+    if not model.config.amplifier:
+        return None
+    first, second = model.amplifier.conv_post
+    w1, b1 = first.weight.detach().double(), first.bias.detach().double()
+    w2, b2 = second.weight.detach().double(), second.bias.detach().double()
+    return (w2 @ w1).reshape(-1).tolist(), float(w2 @ b1 + b2)

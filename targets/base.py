@@ -1,0 +1,58 @@
+"""What every deployment target provides: build an artifact, load it, run it on a batch.
+
+A target never imports its runtime at module import time, so `targets` stays importable on a
+device that has only one runtime (or none) installed; `check()` names the install extra.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from toolkit.errors import MissingDependencyError
+
+
+class Runner(Protocol):
+    """A loaded artifact: packed input [1, 256, h, w] float32 -> features [1, 192, 2h, 2w] float32."""
+
+    def run(self, packed: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    description: str
+    precisions: tuple[str, ...]
+    runtime_module: str  # imported to run an artifact
+    runtime_package: str  # distribution name, for versions
+    runtime_extra: str  # install extra that brings the runtime
+    converter_extra: str  # install extra that brings the converter
+
+    def runtime_version(self) -> str | None:
+        try:
+            return importlib.metadata.version(self.runtime_package)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    def check_runtime(self, purpose: str = "") -> None:
+        try:
+            importlib.import_module(self.runtime_module)
+        except ImportError as exc:
+            raise MissingDependencyError(self.runtime_package, self.runtime_extra, purpose or f"the {self.name} target") from exc
+
+    def backend(self):
+        """The module implementing `build(...)` and `load(...)` for this target."""
+        return importlib.import_module(f"targets.{self.name}")
+
+    def build(self, body, size: tuple[int, int], precision: str, out_dir: Path, **options) -> list[str]:
+        """Convert the packed body (a torch module) into files in `out_dir`; returns their names."""
+        return self.backend().build(body, size, precision, out_dir, **options)
+
+    def load(self, artifact_dir: str | os.PathLike, manifest: dict, threads: int | None = None) -> Runner:
+        self.check_runtime(f"running a {self.name} artifact")
+        return self.backend().load(Path(artifact_dir), manifest, threads)

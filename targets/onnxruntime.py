@@ -1,0 +1,38 @@
+"""ONNX Runtime: the peer a user would otherwise pick, exported with the TorchScript-based exporter."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+MODEL_FILE = "model.onnx"
+OPSET = 17
+
+
+def build(body, size: tuple[int, int], precision: str, out_dir: Path, **_) -> list[str]:
+    import torch
+
+    example = torch.zeros(1, 256, size[0] // 16, size[1] // 16)
+    with torch.inference_mode():
+        torch.onnx.export(body, (example,), str(out_dir / MODEL_FILE), input_names=["packed"],
+                          output_names=["features"], opset_version=OPSET, dynamo=False)
+    return [MODEL_FILE]
+
+
+class OnnxRuntimeRunner:
+    def __init__(self, session):
+        self.session = session
+        self.input_name = session.get_inputs()[0].name
+
+    def run(self, packed: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: packed})[0]
+
+
+def load(artifact_dir: Path, manifest: dict, threads: int | None) -> OnnxRuntimeRunner:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(threads or 0)
+    options.enable_cpu_mem_arena = False  # the arena nearly doubles peak memory at full size
+    session = ort.InferenceSession(str(artifact_dir / MODEL_FILE), options, providers=["CPUExecutionProvider"])
+    return OnnxRuntimeRunner(session)

@@ -1,0 +1,40 @@
+"""OpenVINO IR for x86 CPUs, converted straight from PyTorch (no ONNX step)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+MODEL_FILE, WEIGHTS_FILE = "model.xml", "model.bin"
+os.environ.setdefault("OPENVINO_TELEMETRY_DISABLE", "1")
+
+
+def build(body, size: tuple[int, int], precision: str, out_dir: Path, **_) -> list[str]:
+    import openvino as ov
+    import torch
+
+    shape = (1, 256, size[0] // 16, size[1] // 16)
+    with torch.inference_mode():
+        model = ov.convert_model(body, example_input=torch.zeros(shape), input=[shape])
+    # Keep FP32 weights: the default FP16 compression costs about 1.7e-3 of accuracy.
+    ov.save_model(model, str(out_dir / MODEL_FILE), compress_to_fp16=False)
+    return [MODEL_FILE, WEIGHTS_FILE]
+
+
+class OpenVinoRunner:
+    def __init__(self, compiled):
+        self.request = compiled.create_infer_request()
+
+    def run(self, packed: np.ndarray) -> np.ndarray:
+        return np.array(self.request.infer([packed])[0], copy=True)
+
+
+def load(artifact_dir: Path, manifest: dict, threads: int | None) -> OpenVinoRunner:
+    import openvino as ov
+
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}  # no silent bf16
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = int(threads)
+    compiled = ov.Core().compile_model(str(artifact_dir / MODEL_FILE), "CPU", config)
+    return OpenVinoRunner(compiled)

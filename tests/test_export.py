@@ -1,0 +1,192 @@
+"""Export: artifacts are validated against FP32 PyTorch, self-describing, and run without torch."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import needs_torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZE = (64, 96)
+TARGETS = ["openvino", "onnxruntime"]
+RUNTIME_MODULE = {"openvino": "openvino", "onnxruntime": "onnxruntime"}
+RUNTIME_EXTRA = {"openvino": "x86", "onnxruntime": "onnx"}
+
+
+def _skip_without(target: str) -> None:
+    pytest.importorskip(RUNTIME_MODULE[target])
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    """Export every available target once for this module."""
+    pytest.importorskip("torch")
+    from toolkit.export import export
+
+    root = tmp_path_factory.mktemp("artifacts")
+    built = {}
+    for target in TARGETS:
+        try:
+            __import__(RUNTIME_MODULE[target])
+        except ImportError:
+            continue
+        built[target] = export(target, "fp32", SIZE, root / target)
+    return built
+
+
+@needs_torch
+@pytest.mark.parametrize("target", TARGETS)
+def test_fp32_artifact_matches_pytorch_and_describes_itself(artifacts, target):
+    _skip_without(target)
+    manifest = artifacts[target]
+    folder = Path(manifest["path"])
+    saved = json.loads((folder / "manifest.json").read_text())
+    for key in ("target", "precision", "size", "model", "input", "output", "files", "validation", "runtime", "versions"):
+        assert key in saved, key
+    assert saved["target"] == target and saved["precision"] == "fp32" and saved["size"] == list(SIZE)
+    assert saved["input"]["shape"] == [1, 256, SIZE[0] // 16, SIZE[1] // 16]
+    assert saved["output"]["shape"] == [1, 192, SIZE[0] // 8, SIZE[1] // 8]
+    v = saved["validation"]
+    assert v["max_abs_error"] < 1e-4 and not v["degraded"] and v["scenes"] >= 2
+    assert set(v) >= {"psnr_vs_fp32_db", "max_abs_error", "delta_psnr_vs_gt_db", "degraded"}
+    from toolkit.fileio import file_sha256
+
+    assert saved["files"] and all(file_sha256(folder / n) == h for n, h in saved["files"].items())
+    assert not list(folder.parent.glob(".*partial"))
+
+
+@needs_torch
+@pytest.mark.parametrize("target", TARGETS)
+def test_artifact_runs_without_torch_and_matches_the_reference(artifacts, target, tmp_path, dark_dng):
+    _skip_without(target)
+    from toolkit.enhance import Enhancer
+    from toolkit.fileio import read_png
+
+    src = dark_dng("BGGR", 61, 90)
+    reference = Enhancer(ratio="150").enhance_file(src, tmp_path / "ref.png", bits=16)
+    script = textwrap.dedent(f"""
+        import sys
+        sys.modules['torch'] = None
+        from toolkit.cli import main
+        code = main(['enhance', {str(src)!r}, '-o', {str(tmp_path / 'art.png')!r}, '--model',
+                     {artifacts[target]['path']!r}, '--ratio', '150', '--bits', '16', '-q'])
+        assert not [m for m in sys.modules if m.startswith('torch') and sys.modules[m] is not None]
+        sys.exit(code)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    ours = read_png(tmp_path / "art.png").astype(np.float64) / 65535
+    ref = read_png(tmp_path / "ref.png").astype(np.float64) / 65535
+    assert ours.shape == (61, 90, 3) and np.max(np.abs(ours - ref)) <= 2 / 65535
+    assert reference.gain == 150.0
+
+
+@needs_torch
+def test_automatic_gain_from_the_manifest_matches_pytorch(artifacts):
+    if not artifacts:
+        pytest.skip("no runtime installed")
+    import torch
+
+    from toolkit.artifact import automatic_gain, read_manifest
+    from toolkit.checkpoint import load_model
+
+    manifest = read_manifest(next(iter(artifacts.values()))["path"])
+    model = load_model(None)
+    mosaic = (np.random.default_rng(0).random((64, 96)) * 0.01).astype(np.float32)
+    with torch.inference_mode():
+        expected = float(model.gain(torch.from_numpy(mosaic)[None, None]))
+    assert automatic_gain(manifest, mosaic) == pytest.approx(expected, rel=1e-5)
+
+
+@needs_torch
+def test_tampered_artifacts_are_refused(artifacts, tmp_path):
+    if not artifacts:
+        pytest.skip("no runtime installed")
+    from toolkit.artifact import ArtifactError, read_manifest
+
+    source = Path(next(iter(artifacts.values()))["path"])
+
+    def copy(name):
+        dest = tmp_path / name
+        shutil.copytree(source, dest)
+        return dest
+
+    altered = copy("altered")
+    model_file = next(n for n in json.loads((altered / "manifest.json").read_text())["files"])
+    with open(altered / model_file, "r+b") as fh:
+        fh.seek(100)
+        fh.write(b"\x00\x01\x02")
+    with pytest.raises(ArtifactError, match="checksum"):
+        read_manifest(altered)
+    missing = copy("missing")
+    (missing / model_file).unlink()
+    with pytest.raises(ArtifactError, match="is missing"):
+        read_manifest(missing)
+    future = copy("future")
+    data = json.loads((future / "manifest.json").read_text())
+    data["schema_version"] = 99
+    (future / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(ArtifactError, match="schema version 99"):
+        read_manifest(future)
+    escape = copy("escape")
+    data = json.loads((escape / "manifest.json").read_text())
+    data["files"]["../outside.bin"] = "0" * 64
+    (escape / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(ArtifactError, match="outside"):
+        read_manifest(escape)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ArtifactError, match="no manifest.json"):
+        read_manifest(tmp_path / "empty")
+
+
+@needs_torch
+@pytest.mark.parametrize("target", TARGETS)
+def test_missing_runtime_names_the_extra(artifacts, target, tmp_path, dark_dng):
+    _skip_without(target)
+    script = textwrap.dedent(f"""
+        import sys
+        sys.modules[{RUNTIME_MODULE[target]!r}] = None
+        from toolkit.cli import main
+        sys.exit(main(['enhance', {str(dark_dng())!r}, '-o', {str(tmp_path / 'o.png')!r}, '--model', {artifacts[target]['path']!r}]))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2, proc.stderr
+    assert f"llpacknet-edge[{RUNTIME_EXTRA[target]}]" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@needs_torch
+def test_accuracy_gate_and_interrupted_export_leave_no_artifact(tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    from targets import onnxruntime as ort_target
+    from toolkit import export as export_module
+    from toolkit.errors import UserError
+
+    monkeypatch.setattr(export_module, "FP32_MAX_ABS", 0.0)  # a bar nothing can meet
+    with pytest.raises(UserError, match="misses the accuracy bar"):
+        export_module.export("onnxruntime", "fp32", SIZE, tmp_path / "gate")
+    assert not (tmp_path / "gate").exists() and not list(tmp_path.glob(".*partial"))
+    kept = export_module.export("onnxruntime", "fp32", SIZE, tmp_path / "kept", allow_degraded=True)
+    assert json.loads((tmp_path / "kept" / "manifest.json").read_text())["validation"]["degraded"] is True
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("interrupted half way")
+
+    monkeypatch.setattr(ort_target, "build", crash)
+    with pytest.raises(KeyboardInterrupt):
+        export_module.export("onnxruntime", "fp32", SIZE, tmp_path / "crashed")
+    assert not (tmp_path / "crashed").exists() and not list(tmp_path.glob(".*partial"))
+
+
+def test_unknown_target_suggests_the_closest():
+    from targets import get_target
+    from toolkit.errors import UserError
+
+    with pytest.raises(UserError, match="openvino"):
+        get_target("openvin")

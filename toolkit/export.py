@@ -1,0 +1,146 @@
+"""`llpack export`: FP32 PyTorch -> deployable artifact, checked against FP32 before it is kept.
+
+One function per step, each timed: load the reference, build with the target's converter in a
+staging folder, run the artifact on held-out scenes next to the reference, write the manifest,
+and only then move the folder into place. An artifact that misses its accuracy bar is not
+written as if it were fine.
+"""
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import logging
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .artifact import io_contract, staged_folder, write_manifest
+from .bayer import pack_rggb, to_network_grid, unpack_rgb
+from .errors import MissingDependencyError, UserError, require_torch
+from .metrics import psnr
+from .sizes import parse_size
+
+log = logging.getLogger(__name__)
+
+# Accuracy bars (issue: FP32 within 1e-4 of PyTorch).
+FP32_MAX_ABS = 1e-4
+VALIDATION_SCENES = 4
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def validation_inputs(size: tuple[int, int], count: int = VALIDATION_SCENES) -> list[tuple[str, np.ndarray, np.ndarray, float]]:
+    """(name, packed input, target sRGB, gain) for held-out scenes padded to `size` (true ratio as gain)."""
+    from .dataset import evaluation_scenes
+
+    scenes = evaluation_scenes(crop=size, crops_per_photo=1, ratios=(100, 300))[:count]
+    out = []
+    for scene in scenes:
+        grid, place = to_network_grid(scene.pair.normalised(), "RGGB", size=size)
+        packed = np.ascontiguousarray(pack_rggb(grid)[None] * np.float32(scene.ratio), np.float32)
+        out.append((scene.name, packed, scene.pair.target, place))
+    return out
+
+
+def validate(runner, reference, size: tuple[int, int], count: int = VALIDATION_SCENES) -> dict:
+    """Compare an artifact with the FP32 reference on held-out scenes."""
+    max_abs, vs_ref, delta = 0.0, [], []
+    for _, packed, target, place in validation_inputs(size, count):
+        ours = runner.run(packed)
+        ref = reference(packed)
+        max_abs = max(max_abs, float(np.max(np.abs(ours - ref))))
+        image = np.clip(place.crop(unpack_rgb(ours[0])), 0, 1).transpose(1, 2, 0)
+        ref_image = np.clip(place.crop(unpack_rgb(ref[0])), 0, 1).transpose(1, 2, 0)
+        vs_ref.append(psnr(image, ref_image))
+        delta.append(psnr(image, target) - psnr(ref_image, target))
+    finite = [v for v in vs_ref if np.isfinite(v)]
+    return {
+        "scenes": count,
+        "psnr_vs_fp32_db": round(float(np.mean(finite)), 3) if finite else float("inf"),
+        "max_abs_error": max_abs,
+        "delta_psnr_vs_gt_db": round(float(np.mean(delta)), 4),
+    }
+
+
+def export(
+    target_name: str,
+    precision: str = "fp32",
+    size: str | tuple[int, int] = "512x512",
+    out: str | Path | None = None,
+    checkpoint: str | Path | None = None,
+    allow_degraded: bool = False,
+) -> dict:
+    """Build, validate and write one artifact folder; returns its manifest."""
+    from targets import get_target
+
+    target = get_target(target_name)
+    if precision not in target.precisions:
+        raise UserError(f"{target.name} does not offer precision '{precision}'", f"choose from {', '.join(target.precisions)}")
+    height, width = parse_size(size) if isinstance(size, str) else size
+    out_dir = Path(out) if out else Path("runs/artifacts") / f"{target.name}-{precision}-{height}x{width}"
+    torch = require_torch("exporting a model")
+    target.check_runtime(f"exporting to {target.name}")
+    for module, package in (("onnx", "onnx"),) if target.name == "onnxruntime" else ():
+        try:
+            __import__(module)
+        except ImportError as exc:
+            raise MissingDependencyError(package, target.converter_extra, f"exporting to {target.name}") from exc
+    from .checkpoint import load_model
+    from .model import PackedBody, amplifier_affine, count_parameters
+
+    model = load_model(checkpoint)
+    body = PackedBody(model).eval()
+
+    def reference(packed: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return body(torch.from_numpy(packed)).numpy()
+
+    with staged_folder(out_dir) as stage:
+        start = time.perf_counter()
+        files = target.build(body, (height, width), precision, stage)
+        build_s = time.perf_counter() - start
+        size_mb = sum((stage / f).stat().st_size for f in files) / 1e6
+        log.info("%s %s: built %s in %.1f s (%.2f MB)", target.name, precision, ", ".join(files), build_s, size_mb)
+        start = time.perf_counter()
+        validation = validate(target.load(stage, {}), reference, (height, width))
+        degraded = precision == "fp32" and validation["max_abs_error"] > FP32_MAX_ABS
+        validation.update({"degraded": degraded, "bar": {"fp32_max_abs_error": FP32_MAX_ABS},
+                           "seconds": round(time.perf_counter() - start, 2)})
+        if degraded and not allow_degraded:
+            raise UserError(
+                f"{target.name} {precision} misses the accuracy bar (max abs error {validation['max_abs_error']:.2e} "
+                f"> {FP32_MAX_ABS:g} against FP32 PyTorch); nothing was written",
+                "re-run with --allow-degraded to keep it anyway (the manifest will say so)",
+            )
+        inputs, outputs = io_contract((height, width), amplifier_affine(model), model.config.sigmoid)
+        manifest = {
+            "target": target.name,
+            "precision": precision,
+            "size": [height, width],
+            "model": {
+                "variant": model.variant,
+                "parameters": count_parameters(model),
+                "weights_sha256": model.checkpoint_info["sha256"],
+                "trained": model.checkpoint_info["trained"],
+            },
+            "input": inputs,
+            "output": outputs,
+            "files": files,
+            "runtime": {"name": target.runtime_package, "version": target.runtime_version()},
+            "versions": {"llpacknet-edge": _version("llpacknet-edge"), "torch": str(torch.__version__),
+                         "onnx": _version("onnx"), "openvino": _version("openvino"), "numpy": np.__version__,
+                         "python": platform.python_version()},
+            "build": {"seconds": round(build_s, 2), "megabytes": round(size_mb, 3),
+                      "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")},
+            "validation": validation,
+        }
+        write_manifest(stage, manifest)
+    log.info("%s %s: max abs error %.2e vs FP32, written to %s", target.name, precision, validation["max_abs_error"], out_dir)
+    return {**manifest, "path": str(out_dir)}

@@ -1,4 +1,37 @@
-"""INT8 post-training quantization and calibration data.
+"""INT8 post-training quantization: one entry point, one backend per target, imported lazily.
 
-Filled by the conversion-pipeline work; kept importable without torch or any converter.
+    from quantization import quantize, synthetic_calibration
+    files = quantize(body, synthetic_calibration(), target="openvino", size=(512, 512), out_dir=folder)
+
+Each backend also lists the remedies it can try when the first result misses the accuracy bar.
 """
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from toolkit.errors import UserError
+
+from .calibration import CalibrationSet, raw_folder_calibration, synthetic_calibration
+
+BACKENDS = {"openvino": "quantization.openvino_nncf"}
+
+
+def backend(target: str):
+    if target not in BACKENDS:
+        raise UserError(f"INT8 quantization is not available for {target}", f"targets with INT8: {', '.join(BACKENDS)}")
+    return importlib.import_module(BACKENDS[target])
+
+
+def remedies(target: str) -> list[dict]:
+    """The settings to try in order; the first is the default."""
+    return backend(target).REMEDIES
+
+
+def quantize(body, calibration: CalibrationSet, target: str, size: tuple[int, int], out_dir: Path, remedy: dict | None = None) -> list[str]:
+    """Quantize the packed body for `target` and write its files into `out_dir`."""
+    chosen = remedy if remedy is not None else remedies(target)[0]
+    return backend(target).quantize(body, calibration, size, out_dir, **chosen)
+
+
+__all__ = ["CalibrationSet", "quantize", "raw_folder_calibration", "remedies", "synthetic_calibration"]

@@ -14,7 +14,7 @@ from .base import Runner, Target
 TARGETS: dict[str, Target] = {
     t.name: t
     for t in (
-        Target("openvino", "OpenVINO IR for x86 CPUs", ("fp32",), "openvino", "openvino", "x86", "x86"),
+        Target("openvino", "OpenVINO IR for x86 CPUs", ("fp32", "int8"), "openvino", "openvino", "x86", "x86"),
         Target("onnxruntime", "ONNX model run by ONNX Runtime (the common peer)", ("fp32",), "onnxruntime", "onnxruntime", "onnx", "onnx"),
     )
 }

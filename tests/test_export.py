@@ -168,7 +168,7 @@ def test_accuracy_gate_and_interrupted_export_leave_no_artifact(tmp_path, monkey
     from toolkit import export as export_module
     from toolkit.errors import UserError
 
-    monkeypatch.setattr(export_module, "FP32_MAX_ABS", 0.0)  # a bar nothing can meet
+    monkeypatch.setattr(export_module, "FP32_MAX_ABS", -1.0)  # a bar nothing can meet
     with pytest.raises(UserError, match="misses the accuracy bar"):
         export_module.export("onnxruntime", "fp32", SIZE, tmp_path / "gate")
     assert not (tmp_path / "gate").exists() and not list(tmp_path.glob(".*partial"))
@@ -190,3 +190,43 @@ def test_unknown_target_suggests_the_closest():
 
     with pytest.raises(UserError, match="openvino"):
         get_target("openvin")
+
+
+@needs_torch
+def test_openvino_int8_meets_the_bar_and_is_small(artifacts, tmp_path):
+    _skip_without("openvino")
+    pytest.importorskip("nncf")
+    from toolkit.checkpoint import DEFAULT_CHECKPOINT
+    from toolkit.export import export
+
+    if not DEFAULT_CHECKPOINT.exists():
+        pytest.skip("INT8 accuracy is only meaningful with the trained default weights")
+    manifest = export("openvino", "int8", SIZE, tmp_path / "ov-int8")
+    v = manifest["validation"]
+    assert not v["degraded"] and v["psnr_vs_fp32_db"] >= 40 and v["delta_psnr_vs_gt_db"] >= -0.3
+    assert manifest["calibration"]["kind"] == "synthetic" and v["attempts"]
+    fp32_bytes = sum((Path(artifacts["openvino"]["path"]) / f).stat().st_size for f in artifacts["openvino"]["files"])
+    int8_bytes = sum((tmp_path / "ov-int8" / f).stat().st_size for f in manifest["files"])
+    assert int8_bytes <= 0.3 * fp32_bytes
+
+
+@needs_torch
+def test_calibration_from_a_raw_folder(tmp_path, dark_dng, caplog):
+    import logging
+
+    from quantization import raw_folder_calibration
+    from toolkit.errors import UserError
+
+    folder = tmp_path / "raws"
+    folder.mkdir()
+    for seed in range(3):
+        dark_dng("RGGB", 96, 128, seed=seed).rename(folder / f"dark{seed}.dng")
+    (folder / "broken.dng").write_bytes(b"II*\x00garbage")
+    with caplog.at_level(logging.WARNING):
+        calib = raw_folder_calibration(folder, gain=lambda mosaic: 100.0, crop=64)
+    assert len(calib) == 3 and calib.inputs[0].shape == (1, 256, 4, 4)
+    assert "broken.dng" in caplog.text and calib.source["files"] == ["dark0.dng", "dark1.dng", "dark2.dng"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(UserError, match="no usable RAW file"):
+        raw_folder_calibration(empty, gain=lambda mosaic: 100.0)

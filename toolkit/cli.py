@@ -200,7 +200,8 @@ def _add_export(p: argparse.ArgumentParser) -> None:
     from targets import TARGETS
 
     p.add_argument("--target", required=True, choices=sorted(TARGETS), help="deployment target")
-    p.add_argument("--precision", default="fp32", help="fp32 (default)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "int8"), help="fp32 (default) or int8")
+    p.add_argument("--calibration", help="INT8: folder of your own RAW files to calibrate on (default: synthetic dark RAW data)")
     p.add_argument("--size", default="512x512", help="HxW input size of the artifact, multiples of 16 (default 512x512)")
     p.add_argument("--out", help="artifact folder (default runs/artifacts/TARGET-PRECISION-HxW)")
     p.add_argument("--checkpoint", help="weights to export; default: the built-in weights")
@@ -210,7 +211,7 @@ def _add_export(p: argparse.ArgumentParser) -> None:
 def _run_export(args: argparse.Namespace) -> dict:
     from .export import export
 
-    return export(args.target, args.precision, args.size, args.out, args.checkpoint, args.allow_degraded)
+    return export(args.target, args.precision, args.size, args.out, args.checkpoint, args.allow_degraded, args.calibration)
 
 
 def _render_export(r: dict) -> str:

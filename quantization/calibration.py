@@ -1,0 +1,86 @@
+"""Calibration data for INT8: packed network inputs with the gain applied.
+
+By default it is synthesised from the training sources (dead leaves and the training photos,
+never the evaluation photos), at a fixed seed; or it is read from a folder of the user's own
+RAW files through the same reader as `llpack enhance`.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from toolkit.bayer import pack_rggb, to_network_grid
+from toolkit.errors import InputError, UserError
+
+log = logging.getLogger(__name__)
+
+CALIBRATION_SEED = 123
+DEFAULT_COUNT = 32
+DEFAULT_CROP = 512
+
+
+@dataclass
+class CalibrationSet:
+    inputs: list[np.ndarray]  # each [1, 256, crop/16, crop/16] float32, gain applied
+    source: dict  # what it was made from, for the manifest
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+
+def _packed(mosaic: np.ndarray, gain: float) -> np.ndarray:
+    return np.ascontiguousarray(pack_rggb(mosaic)[None] * np.float32(gain), np.float32)
+
+
+def synthetic_calibration(count: int = DEFAULT_COUNT, crop: int = DEFAULT_CROP, seed: int = CALIBRATION_SEED) -> CalibrationSet:
+    """Dark RAW crops synthesised from the training sources at their true ratio."""
+    from toolkit.dataset import TrainingSampler
+
+    sampler = TrainingSampler(seed=seed, crop=crop, pool_size=max(4, count // 4))
+    inputs = []
+    for i in range(count):
+        pair, ratio = sampler.sample(np.random.default_rng([seed, 9, i]))
+        inputs.append(_packed(pair.normalised(), ratio))
+    return CalibrationSet(inputs, {"kind": "synthetic", "seed": seed, "count": count, "crop": crop,
+                                   "sources": "dead leaves + training photos (no evaluation photos)"})
+
+
+def raw_folder_calibration(
+    folder: str | Path, gain: Callable[[np.ndarray], float], count: int = DEFAULT_COUNT, crop: int = DEFAULT_CROP
+) -> CalibrationSet:
+    """Centre crops of the user's RAW files (sorted by name); `gain` maps a mosaic to its gain."""
+    from toolkit.raw import read_mosaic
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise UserError(f"calibration folder {root} does not exist or is not a folder", "give a folder of RAW files")
+    inputs, used, skipped = [], [], []
+    for file in sorted(p for p in root.iterdir() if p.is_file()):
+        if len(inputs) >= count:
+            break
+        try:
+            mosaic = read_mosaic(file)
+        except InputError as exc:
+            skipped.append(f"{file.name} ({exc.message.split(': ', 1)[-1]})")
+            continue
+        grid, _ = to_network_grid(mosaic.data, mosaic.pattern)
+        h, w = grid.shape
+        ch, cw = min(crop, h), min(crop, w)
+        y, x = (h - ch) // 32 * 16, (w - cw) // 32 * 16  # centre, on the 16-pixel grid
+        patch = grid[y : y + ch, x : x + cw]
+        inputs.append(_packed(patch, gain(mosaic.data)))
+        used.append(file.name)
+    for item in skipped:
+        log.warning("calibration: skipped %s/%s", root, item)
+    if not inputs:
+        raise UserError(f"calibration folder {root} has no usable RAW file ({len(skipped)} skipped)",
+                        "add camera RAW files (DNG, ARW, NEF, CR2, ...) or leave --calibration out")
+    shapes = {x.shape for x in inputs}
+    if len(shapes) > 1:  # one static shape per calibration run: keep the most common
+        common = max(shapes, key=lambda s: sum(x.shape == s for x in inputs))
+        inputs = [x for x in inputs if x.shape == common]
+    return CalibrationSet(inputs, {"kind": "raw_folder", "folder": str(root), "files": used, "crop": crop})

@@ -32,7 +32,8 @@ NO_TORCH = """
 import sys
 sys.modules['torch'] = None  # any 'import torch' now raises ImportError
 import toolkit, toolkit.raw, toolkit.bayer, toolkit.synth, toolkit.dng, toolkit.enhance, toolkit.cli
-import targets, quantization
+import targets, targets.openvino, targets.onnxruntime, quantization, quantization.calibration
+import toolkit.artifact, toolkit.export, toolkit.evaluate, toolkit.dataset
 assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]
 """
 

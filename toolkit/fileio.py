@@ -52,6 +52,9 @@ def _temp_beside(target: Path) -> Path:
     except OSError as exc:
         raise OutputError(f"cannot write in {target.parent} ({exc.strerror})", "choose a folder you can write to") from exc
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the final file ordinary permissions
     return Path(tmp)
 
 

@@ -149,7 +149,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
     body_params = [p for n, p in model.named_parameters() if not n.startswith("amplifier.")]
     optimizer = torch.optim.Adam([{"params": body_params, "peak": cfg.lr}], lr=cfg.lr)
     history = TrainLog()
-    start_step, elapsed_before = 0, 0.0
+    start_step, elapsed_before, amplifier_fit_error = 0, 0.0, None
     state_path = out / STATE_FILE
     if resume and state_path.exists():
         state = torch.load(state_path, map_location="cpu", weights_only=True)
@@ -162,12 +162,12 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
         optimizer.load_state_dict(state["optimizer"])
         history.rows = state["log"]
         start_step, elapsed_before = int(state["step"]), float(state["elapsed_s"])
+        amplifier_fit_error = state.get("amplifier_fit_error")
         log.info("resuming %s at step %d of %d", state_path, start_step, cfg.steps)
     photos = load_photo_dir(cfg.photos_dir) if cfg.photos_dir else []
     pool_bar = Progress(cfg.pool_size, "scenes", show_progress)
     sampler = TrainingSampler(cfg.seed, cfg.crop, cfg.batch_size, cfg.pool_size, extra_photos=photos, on_progress=pool_bar.update)
     bar = Progress(cfg.steps, "train", show_progress, start=start_step)
-    amplifier_fit_error = None
     if model.config.amplifier:
         if start_step == 0:
             hists, ratios = amplifier_data(sampler, cfg.amplifier_samples, cfg.seed, show_progress)
@@ -184,6 +184,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
             "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
             "optimizer": optimizer.state_dict(),
             "step": step, "elapsed_s": elapsed, "config": asdict(cfg), "log": history.rows,
+            "amplifier_fit_error": amplifier_fit_error,
         }
         with atomic_path(state_path) as tmp:
             torch.save(payload, tmp)

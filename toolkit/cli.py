@@ -119,8 +119,10 @@ def _run_demo(args: argparse.Namespace) -> dict:
 
 def _render_demo(r: dict) -> str:
     lines = [f"sample dark RAW   {r['sample']}", f"enhanced image    {r['enhanced']}"]
+    lines.append(f"LibRaw baseline   {r['baseline']}")
     lines.append(f"ground truth      {r['ground_truth']}")
-    lines.append(f"PSNR vs truth     {r['psnr_db']:.2f} dB (LLPackNet {r['variant']}, gain {r['gain']:.1f})")
+    lines.append(f"PSNR vs truth     LLPackNet {r['psnr_db']:.2f} dB (gain {r['gain']:.1f}), "
+                 f"LibRaw scaled by the true ratio {r['baseline_psnr_db']:.2f} dB")
     if not r["trained_weights"]:
         lines.append("note: the built-in weights are UNTRAINED, so the image is not restored yet")
     return "\n".join(lines)

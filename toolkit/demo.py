@@ -11,6 +11,7 @@ from .enhance import Enhancer
 from .errors import OutputError
 from .fileio import write_image
 from .metrics import psnr
+from .evaluate import libraw_baseline
 from .synth import sample_scene
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,11 @@ def run_demo(out: Path, seed: int = 0, checkpoint: str | None = None) -> dict:
     enhancer = Enhancer(checkpoint=checkpoint, ratio="auto")
     enhanced = out / "enhanced.png"
     result = enhancer.enhance_file(sample, enhanced)
+    baseline = libraw_baseline(pair)
+    write_image(out / "libraw_baseline.png", baseline)
     return {
+        "baseline": str(out / "libraw_baseline.png"),
+        "baseline_psnr_db": round(psnr(baseline, pair.target), 3),
         "sample": str(sample),
         "enhanced": str(enhanced),
         "ground_truth": str(out / "ground_truth.png"),

@@ -22,16 +22,17 @@ from .fileio import atomic_path, atomic_write_json
 from .metrics import psnr, ssim
 from .progress import Progress
 from .raw import Mosaic
+from .synth import DarkPair
 
 log = logging.getLogger(__name__)
 RATIO_MODES = ("auto", "true")
 
 
-def libraw_baseline(scene: EvalScene) -> np.ndarray:
+def libraw_baseline(pair: DarkPair) -> np.ndarray:
     """Scale the dark RAW by the true ratio and render it with LibRaw (camera WB): float32 H x W x 3."""
     import rawpy
 
-    pair, sensor = scene.pair, scene.pair.sensor
+    sensor = pair.sensor
     signal = (pair.raw.astype(np.float64) - sensor.black_level) * pair.ratio + sensor.black_level
     bright = np.clip(np.rint(signal), 0, sensor.white_level).astype(np.uint16)
     dng = write_dng_bytes(bright, "RGGB", sensor.black_level, sensor.white_level, as_shot_neutral=pair.unprocess.as_shot_neutral)
@@ -96,7 +97,7 @@ def evaluate(
     for i, scene in enumerate(scenes):
         mosaic = Mosaic(scene.pair.normalised(), "RGGB", (0.0,) * 4, 1.0, source=scene.name)
         result = enhancer.enhance(mosaic, ratio=None if ratio_mode == "auto" else scene.ratio)
-        baseline = libraw_baseline(scene)
+        baseline = libraw_baseline(scene.pair)
         target = scene.pair.target
         scores.append(SceneScore(
             scene.name, scene.source, scene.ratio, round(result.gain, 3),

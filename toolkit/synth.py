@@ -209,7 +209,8 @@ def make_dark_pair(
     return DarkPair(raw, np.clip(srgb, 0, 1), float(ratio), params, noise, sensor)
 
 
-def sample_scene(seed: int, size: tuple[int, int] = (512, 768), ratio: float = 100.0) -> DarkPair:
-    """A deterministic dark dead-leaves scene: what `make demo` and the tests use as an embedded sample."""
+def sample_scene(seed: int, size: tuple[int, int] = (512, 768), ratio: float = 300.0, r_min: float = 8.0) -> DarkPair:
+    """A deterministic dark dead-leaves scene (SID's darkest ratio, leaves no smaller than a
+    typical photo's objects): the embedded sample of `make demo` and the tests."""
     rng = np.random.default_rng(seed)
-    return make_dark_pair(dead_leaves(size, rng), ratio, rng)
+    return make_dark_pair(dead_leaves(size, rng, r_min=r_min), ratio, rng)

@@ -14,7 +14,7 @@ from toolkit.errors import UserError
 
 from .calibration import CalibrationSet, raw_folder_calibration, synthetic_calibration
 
-BACKENDS = {"openvino": "quantization.openvino_nncf"}
+BACKENDS = {"openvino": "quantization.openvino_nncf", "onnxruntime": "quantization.onnxruntime_static"}
 
 
 def backend(target: str):

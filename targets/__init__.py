@@ -15,7 +15,7 @@ TARGETS: dict[str, Target] = {
     t.name: t
     for t in (
         Target("openvino", "OpenVINO IR for x86 CPUs", ("fp32", "int8"), "openvino", "openvino", "x86", "x86"),
-        Target("onnxruntime", "ONNX model run by ONNX Runtime (the common peer)", ("fp32",), "onnxruntime", "onnxruntime", "onnx", "onnx"),
+        Target("onnxruntime", "ONNX model run by ONNX Runtime (the common peer)", ("fp32", "int8"), "onnxruntime", "onnxruntime", "onnx", "onnx"),
     )
 }
 

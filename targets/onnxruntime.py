@@ -9,7 +9,11 @@ MODEL_FILE = "model.onnx"
 OPSET = 17
 
 
-def build(body, size: tuple[int, int], precision: str, out_dir: Path, **_) -> list[str]:
+def build(body, size: tuple[int, int], precision: str, out_dir: Path, calibration=None, remedy=None) -> list[str]:
+    if precision == "int8":
+        from quantization import quantize
+
+        return quantize(body, calibration, "onnxruntime", size, out_dir, remedy)
     import torch
 
     example = torch.zeros(1, 256, size[0] // 16, size[1] // 16)

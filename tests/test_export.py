@@ -193,20 +193,22 @@ def test_unknown_target_suggests_the_closest():
 
 
 @needs_torch
-def test_openvino_int8_meets_the_bar_and_is_small(artifacts, tmp_path):
-    _skip_without("openvino")
-    pytest.importorskip("nncf")
+@pytest.mark.parametrize("target", TARGETS)
+def test_int8_meets_the_bar_and_is_small(artifacts, tmp_path, target):
+    _skip_without(target)
+    if target == "openvino":
+        pytest.importorskip("nncf")
     from toolkit.checkpoint import DEFAULT_CHECKPOINT
     from toolkit.export import export
 
     if not DEFAULT_CHECKPOINT.exists():
         pytest.skip("INT8 accuracy is only meaningful with the trained default weights")
-    manifest = export("openvino", "int8", SIZE, tmp_path / "ov-int8")
+    manifest = export(target, "int8", SIZE, tmp_path / "int8")
     v = manifest["validation"]
     assert not v["degraded"] and v["psnr_vs_fp32_db"] >= 40 and v["delta_psnr_vs_gt_db"] >= -0.3
     assert manifest["calibration"]["kind"] == "synthetic" and v["attempts"]
-    fp32_bytes = sum((Path(artifacts["openvino"]["path"]) / f).stat().st_size for f in artifacts["openvino"]["files"])
-    int8_bytes = sum((tmp_path / "ov-int8" / f).stat().st_size for f in manifest["files"])
+    fp32_bytes = sum((Path(artifacts[target]["path"]) / f).stat().st_size for f in artifacts[target]["files"])
+    int8_bytes = sum((tmp_path / "int8" / f).stat().st_size for f in manifest["files"])
     assert int8_bytes <= 0.3 * fp32_bytes
 
 

@@ -2,7 +2,8 @@
 
 Every command is one entry in `COMMANDS` (name, help, argument builder, runner); the runner
 makes one call into the library and returns a JSON-ready dict. Exit codes: 0 success, 2 a user
-error (bad input, unwritable output, missing extra), 1 a bug, 130 interrupted.
+error (bad input, unwritable output, missing extra), 3 a batch that partly failed (the result is
+still printed), 1 a bug, 130 interrupted.
 """
 from __future__ import annotations
 
@@ -19,7 +20,15 @@ from .errors import UserError
 
 log = logging.getLogger("toolkit")
 
-EXIT_OK, EXIT_BUG, EXIT_USER, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_BUG, EXIT_USER, EXIT_PARTIAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+class PartialFailure(Exception):
+    """Some items of a batch command failed; the result is still printed, the exit code says so."""
+
+    def __init__(self, result: dict, summary: str):
+        super().__init__(summary)
+        self.result = result
 
 
 @dataclass(frozen=True)
@@ -201,7 +210,9 @@ def _render_evaluate(r: dict) -> str:
 def _add_export(p: argparse.ArgumentParser) -> None:
     from targets import TARGETS
 
-    p.add_argument("--target", required=True, choices=sorted(TARGETS), help="deployment target")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--target", choices=sorted(TARGETS), help="deployment target")
+    which.add_argument("--all", action="store_true", help="every target and precision (--out is then the parent folder)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "int8"), help="fp32 (default) or int8")
     p.add_argument("--calibration", help="INT8: folder of your own RAW files to calibrate on (default: synthetic dark RAW data)")
     p.add_argument("--size", default="512x512", help="HxW input size of the artifact, multiples of 16 (default 512x512)")
@@ -211,12 +222,27 @@ def _add_export(p: argparse.ArgumentParser) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> dict:
-    from .export import export
+    from .export import export, export_all
 
+    if args.all:
+        result = export_all(args.size, args.out or "runs/artifacts", args.checkpoint, args.calibration)
+        if result["failed"]:
+            raise PartialFailure(result, f"{result['failed']} of {len(result['results'])} exports failed")
+        return result
     return export(args.target, args.precision, args.size, args.out, args.checkpoint, args.allow_degraded, args.calibration)
 
 
 def _render_export(r: dict) -> str:
+    if "results" in r:
+        lines = [f"{'target':<13}{'precision':<11}{'status':<8}{'MB':>7}{'max abs err':>13}{'dB vs FP32':>12}{'dB vs GT':>10}"]
+        for row in r["results"]:
+            if row["status"] == "ok":
+                v = row["validation"]
+                lines.append(f"{row['target']:<13}{row['precision']:<11}{'ok':<8}{row['megabytes']:>7.2f}"
+                             f"{v['max_abs_error']:>13.2e}{v['psnr_vs_fp32_db']:>12}{v['delta_psnr_vs_gt_db']:>+10.3f}")
+            else:
+                lines.append(f"{row['target']:<13}{row['precision']:<11}FAILED  {row['error']}")
+        return "\n".join(lines)
     v = r["validation"]
     return (f"{r['target']} {r['precision']} {r['size'][0]}x{r['size'][1]} -> {r['path']} ({r['build']['megabytes']:.2f} MB)\n"
             f"vs FP32 PyTorch on {v['scenes']} held-out scenes: max abs error {v['max_abs_error']:.2e}, "
@@ -274,8 +300,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER
     _configure_logging(args)
     command = next(c for c in COMMANDS if c.name == args.command)
+    code = EXIT_OK
     try:
         result = command.run(args)
+    except PartialFailure as partial:
+        result, code = partial.result, EXIT_PARTIAL
+        print(f"error: {partial}", file=sys.stderr)
     except UserError as exc:
         if args.debug:
             raise
@@ -293,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result, indent=2))
     elif not args.quiet:
         print(command.render(result))
-    return EXIT_OK
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover

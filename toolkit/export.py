@@ -195,3 +195,25 @@ def export(
         write_manifest(stage, manifest)
     log.info("%s %s: max abs error %.2e vs FP32, written to %s", target.name, precision, validation["max_abs_error"], out_dir)
     return {**manifest, "path": str(out_dir)}
+
+
+def export_all(size: str | tuple[int, int] = "512x512", out_root: str | Path = "runs/artifacts",
+               checkpoint: str | Path | None = None, calibration: str | Path | None = None) -> dict:
+    """Every target and precision; a failure becomes a row with its reason, the others go on."""
+    from targets import TARGETS
+
+    height, width = parse_size(size) if isinstance(size, str) else size
+    rows = []
+    for target in TARGETS.values():
+        for precision in target.precisions:
+            folder = Path(out_root) / f"{target.name}-{precision}-{height}x{width}"
+            start = time.perf_counter()
+            try:
+                manifest = export(target.name, precision, (height, width), folder, checkpoint,
+                                  calibration=calibration if precision == "int8" else None)
+                rows.append({"target": target.name, "precision": precision, "status": "ok", "path": str(folder),
+                             "megabytes": manifest["build"]["megabytes"], "validation": manifest["validation"]})
+            except UserError as exc:
+                rows.append({"target": target.name, "precision": precision, "status": "failed", "error": str(exc)})
+                log.error("%s %s failed after %.1f s: %s", target.name, precision, time.perf_counter() - start, exc)
+    return {"size": [height, width], "results": rows, "failed": sum(r["status"] != "ok" for r in rows)}

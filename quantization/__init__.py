@@ -14,7 +14,8 @@ from toolkit.errors import UserError
 
 from .calibration import CalibrationSet, raw_folder_calibration, synthetic_calibration
 
-BACKENDS = {"openvino": "quantization.openvino_nncf", "onnxruntime": "quantization.onnxruntime_static"}
+BACKENDS = {"openvino": "quantization.openvino_nncf", "onnxruntime": "quantization.onnxruntime_static",
+            "tflite": "quantization.tflite_aiq"}
 
 
 def backend(target: str):

@@ -15,6 +15,8 @@ TARGETS: dict[str, Target] = {
     t.name: t
     for t in (
         Target("openvino", "OpenVINO IR for x86 CPUs", ("fp32", "int8"), "openvino", "openvino", "x86", "x86"),
+        Target("tflite", "TFLite / LiteRT flatbuffer for ARM (Raspberry Pi)", ("fp32", "int8"),
+               "ai_edge_litert|tflite_runtime", "ai-edge-litert|tflite-runtime", "runtime", "arm"),
         Target("onnxruntime", "ONNX model run by ONNX Runtime (the common peer)", ("fp32", "int8"), "onnxruntime", "onnxruntime", "onnx", "onnx"),
     )
 }

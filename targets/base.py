@@ -28,22 +28,29 @@ class Target:
     name: str
     description: str
     precisions: tuple[str, ...]
-    runtime_module: str  # imported to run an artifact
-    runtime_package: str  # distribution name, for versions
+    runtime_module: str  # imported to run an artifact ("a|b": either will do)
+    runtime_package: str  # distribution name(s), for versions, same order
     runtime_extra: str  # install extra that brings the runtime
     converter_extra: str  # install extra that brings the converter
 
     def runtime_version(self) -> str | None:
-        try:
-            return importlib.metadata.version(self.runtime_package)
-        except importlib.metadata.PackageNotFoundError:
-            return None
+        """'package version' of the first installed runtime."""
+        for package in self.runtime_package.split("|"):
+            try:
+                return f"{package} {importlib.metadata.version(package)}"
+            except importlib.metadata.PackageNotFoundError:
+                continue
+        return None
 
     def check_runtime(self, purpose: str = "") -> None:
-        try:
-            importlib.import_module(self.runtime_module)
-        except ImportError as exc:
-            raise MissingDependencyError(self.runtime_package, self.runtime_extra, purpose or f"the {self.name} target") from exc
+        for module in self.runtime_module.split("|"):
+            try:
+                importlib.import_module(module)
+                return
+            except ImportError:
+                continue
+        package = self.runtime_package.split("|")[0]
+        raise MissingDependencyError(package, self.runtime_extra, purpose or f"the {self.name} target")
 
     def backend(self):
         """The module implementing `build(...)` and `load(...)` for this target."""

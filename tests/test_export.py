@@ -15,13 +15,16 @@ from conftest import needs_torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = (64, 96)
-TARGETS = ["openvino", "onnxruntime"]
-RUNTIME_MODULE = {"openvino": "openvino", "onnxruntime": "onnxruntime"}
-RUNTIME_EXTRA = {"openvino": "x86", "onnxruntime": "onnx"}
+TARGETS = ["openvino", "tflite", "onnxruntime"]
+RUNTIME_MODULE = {"openvino": "openvino", "tflite": "ai_edge_litert", "onnxruntime": "onnxruntime"}
+HIDE_RUNTIME = {"openvino": ["openvino"], "tflite": ["ai_edge_litert", "tflite_runtime"], "onnxruntime": ["onnxruntime"]}
+RUNTIME_EXTRA = {"openvino": "x86", "tflite": "runtime", "onnxruntime": "onnx"}
+CONVERTER = {"openvino": "openvino", "tflite": "litert_torch", "onnxruntime": "onnx"}
 
 
 def _skip_without(target: str) -> None:
     pytest.importorskip(RUNTIME_MODULE[target])
+    pytest.importorskip(CONVERTER[target])
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +38,7 @@ def artifacts(tmp_path_factory):
     for target in TARGETS:
         try:
             __import__(RUNTIME_MODULE[target])
+            __import__(CONVERTER[target])
         except ImportError:
             continue
         built[target] = export(target, "fp32", SIZE, root / target)
@@ -152,7 +156,8 @@ def test_missing_runtime_names_the_extra(artifacts, target, tmp_path, dark_dng):
     _skip_without(target)
     script = textwrap.dedent(f"""
         import sys
-        sys.modules[{RUNTIME_MODULE[target]!r}] = None
+        for hidden in {HIDE_RUNTIME[target]!r}:
+            sys.modules[hidden] = None
         from toolkit.cli import main
         sys.exit(main(['enhance', {str(dark_dng())!r}, '-o', {str(tmp_path / 'o.png')!r}, '--model', {artifacts[target]['path']!r}]))
     """)
@@ -198,6 +203,8 @@ def test_int8_meets_the_bar_and_is_small(artifacts, tmp_path, target):
     _skip_without(target)
     if target == "openvino":
         pytest.importorskip("nncf")
+    if target == "tflite":
+        pytest.importorskip("ai_edge_quantizer")
     from toolkit.checkpoint import DEFAULT_CHECKPOINT
     from toolkit.export import export
 
@@ -210,6 +217,11 @@ def test_int8_meets_the_bar_and_is_small(artifacts, tmp_path, target):
     fp32_bytes = sum((Path(artifacts[target]["path"]) / f).stat().st_size for f in artifacts[target]["files"])
     int8_bytes = sum((tmp_path / "int8" / f).stat().st_size for f in manifest["files"])
     assert int8_bytes <= 0.3 * fp32_bytes
+    if target == "tflite":  # full-integer I/O, described so a C++ caller can (de)quantise
+        saved = json.loads((tmp_path / "int8" / "manifest.json").read_text())
+        assert saved["input"]["dtype"] == "int8" and saved["input"]["quantization"]["scale"] > 0
+        assert saved["output"]["dtype"] == "int8" and "zero_point" in saved["output"]["quantization"]
+        assert b"Flex" not in (tmp_path / "int8" / "model.tflite").read_bytes()
 
 
 @needs_torch

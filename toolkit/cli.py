@@ -8,7 +8,9 @@ still printed), 1 a bug, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import logging
 import sys
 from dataclasses import dataclass
@@ -292,6 +294,27 @@ def _configure_logging(args: argparse.Namespace) -> None:
     log.propagate = False
 
 
+@contextlib.contextmanager
+def _library_output_to_stderr():
+    """Converters print progress on stdout (some from C); keep stdout for our result alone."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:
+        yield
+        return
+    python_stdout = sys.stdout
+    try:
+        os.dup2(2, 1)
+        sys.stdout = sys.stderr
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stdout = python_stdout
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -302,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     command = next(c for c in COMMANDS if c.name == args.command)
     code = EXIT_OK
     try:
-        result = command.run(args)
+        with _library_output_to_stderr():
+            result = command.run(args)
     except PartialFailure as partial:
         result, code = partial.result, EXIT_PARTIAL
         print(f"error: {partial}", file=sys.stderr)

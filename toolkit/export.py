@@ -116,7 +116,8 @@ def export(
     out_dir = Path(out) if out else Path("runs/artifacts") / f"{target.name}-{precision}-{height}x{width}"
     torch = require_torch("exporting a model")
     target.check_runtime(f"exporting to {target.name}")
-    for module, package in (("onnx", "onnx"),) if target.name == "onnxruntime" else ():
+    converters = {"onnxruntime": (("onnx", "onnx"),), "tflite": (("litert_torch", "litert-torch"), ("ai_edge_quantizer", "ai-edge-quantizer"))}
+    for module, package in converters.get(target.name, ()):
         try:
             __import__(module)
         except ImportError as exc:
@@ -154,7 +155,8 @@ def export(
             log.info("%s %s: built %s in %.1f s (%.2f MB)%s", target.name, precision, ", ".join(files), build_s, size_mb,
                      f" with {remedy}" if remedy else "")
             start = time.perf_counter()
-            validation = validate(target.load(stage, {}), reference, (height, width))
+            runner = target.load(stage, {})
+            validation = validate(runner, reference, (height, width))
             validation["seconds"] = round(time.perf_counter() - start, 2)
             attempts.append({"settings": remedy, **{k: validation[k] for k in ("psnr_vs_fp32_db", "max_abs_error", "delta_psnr_vs_gt_db")}})
             if meets_bar(precision, validation):
@@ -170,6 +172,12 @@ def export(
                 "re-run with --allow-degraded to keep it anyway (the manifest will say so)",
             )
         inputs, outputs = io_contract((height, width), amplifier_affine(model), model.config.sigmoid)
+        if hasattr(runner, "io_quantization"):  # integer I/O: the caller quantises and dequantises
+            quant = runner.io_quantization()
+            for section, key in ((inputs, "input"), (outputs, "output")):
+                section["dtype"] = quant[key]["dtype"]
+                if quant[key]["dtype"] != "float32":
+                    section["quantization"] = {**quant[key], "formula": "real = scale * (q - zero_point)"}
         manifest = {
             "target": target.name,
             "precision": precision,

@@ -1,0 +1,70 @@
+"""TFLite / LiteRT flatbuffers for ARM, converted with litert-torch; run with ai-edge-litert or,
+on older Raspberry Pi images, tflite-runtime."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+MODEL_FILE = "model.tflite"
+
+
+def convert(body, shape: tuple[int, ...], path: Path) -> None:
+    import litert_torch
+    import torch
+
+    with torch.inference_mode():
+        litert_torch.convert(body, (torch.zeros(shape),)).export(str(path))
+
+
+def build(body, size: tuple[int, int], precision: str, out_dir: Path, calibration=None, remedy=None) -> list[str]:
+    if precision == "int8":
+        from quantization import quantize
+
+        return quantize(body, calibration, "tflite", size, out_dir, remedy)
+    convert(body, (1, 256, size[0] // 16, size[1] // 16), out_dir / MODEL_FILE)
+    return [MODEL_FILE]
+
+
+def interpreter(path: Path, threads: int | None):
+    """ai-edge-litert if installed, else tflite-runtime (same Interpreter API)."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        from tflite_runtime.interpreter import Interpreter
+    return Interpreter(model_path=str(path), num_threads=int(threads) if threads else None)
+
+
+class TfliteRunner:
+    """Quantises float input and dequantises output when the model has integer I/O."""
+
+    def __init__(self, interp):
+        self.interp = interp
+        interp.allocate_tensors()
+        self.input = interp.get_input_details()[0]
+        self.output = interp.get_output_details()[0]
+
+    def io_quantization(self) -> dict:
+        def describe(detail):
+            scale, zero = detail["quantization"]
+            return {"dtype": np.dtype(detail["dtype"]).name, "scale": float(scale), "zero_point": int(zero)}
+
+        return {"input": describe(self.input), "output": describe(self.output)}
+
+    def run(self, packed: np.ndarray) -> np.ndarray:
+        x = packed
+        if np.dtype(self.input["dtype"]) != np.float32:
+            scale, zero = self.input["quantization"]
+            info = np.iinfo(self.input["dtype"])
+            x = np.clip(np.rint(packed / scale + zero), info.min, info.max).astype(self.input["dtype"])
+        self.interp.set_tensor(self.input["index"], x)
+        self.interp.invoke()
+        y = self.interp.get_tensor(self.output["index"])
+        if np.dtype(self.output["dtype"]) != np.float32:
+            scale, zero = self.output["quantization"]
+            return (y.astype(np.float32) - zero) * np.float32(scale)
+        return y.copy()
+
+
+def load(artifact_dir: Path, manifest: dict, threads: int | None) -> TfliteRunner:
+    return TfliteRunner(interpreter(artifact_dir / MODEL_FILE, threads))

@@ -266,3 +266,24 @@ def test_export_all_reports_a_failing_target_and_finishes_the_rest(tmp_path, mon
     assert rows[("onnxruntime", "fp32")]["status"] == "ok"
     assert (tmp_path / "onnxruntime-fp32-64x64" / "manifest.json").exists()
     assert not (tmp_path / "openvino-fp32-64x64").exists()
+
+
+@needs_torch
+def test_int8_gate_refuses_a_broken_quantization(tmp_path, monkeypatch):
+    """Calibration ranges 1000x too small clip every activation: each remedy fails, nothing is written."""
+    _skip_without("onnxruntime")
+    import quantization
+    from toolkit import export as export_module
+    from toolkit.errors import UserError
+
+    real = quantization.synthetic_calibration
+
+    def shrunken(*args, **kwargs):
+        calib = real(count=4, crop=128)
+        calib.inputs = [x * 1e-3 for x in calib.inputs]
+        return calib
+
+    monkeypatch.setattr(quantization, "synthetic_calibration", shrunken)
+    with pytest.raises(UserError, match=r"misses the accuracy bar .* after 3 attempt"):
+        export_module.export("onnxruntime", "int8", SIZE, tmp_path / "broken")
+    assert not (tmp_path / "broken").exists() and not list(tmp_path.glob(".*partial"))

@@ -14,6 +14,7 @@ from .base import Runner, Target
 TARGETS: dict[str, Target] = {
     t.name: t
     for t in (
+        Target("torch", "FP32 PyTorch reference (the full-precision model)", ("fp32",), "torch", "torch", "export", "export"),
         Target("openvino", "OpenVINO IR for x86 CPUs", ("fp32", "int8"), "openvino", "openvino", "x86", "x86"),
         Target("tflite", "TFLite / LiteRT flatbuffer for ARM (Raspberry Pi)", ("fp32", "int8"),
                "ai_edge_litert|tflite_runtime", "ai-edge-litert|tflite-runtime", "runtime", "arm"),

@@ -189,6 +189,16 @@ def test_accuracy_gate_and_interrupted_export_leave_no_artifact(tmp_path, monkey
     assert not (tmp_path / "crashed").exists() and not list(tmp_path.glob(".*partial"))
 
 
+@needs_torch
+def test_torch_reference_artifact(tmp_path):
+    from toolkit.artifact import read_manifest
+    from toolkit.export import export
+
+    manifest = export("torch", "fp32", SIZE, tmp_path / "ref")
+    assert manifest["validation"]["max_abs_error"] == 0.0 and manifest["validation"]["psnr_vs_fp32_db"] is None
+    assert read_manifest(tmp_path / "ref")["files"].keys() == {"model.pt"}
+
+
 def test_unknown_target_suggests_the_closest():
     from targets import get_target
     from toolkit.errors import UserError

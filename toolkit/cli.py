@@ -241,14 +241,14 @@ def _render_export(r: dict) -> str:
             if row["status"] == "ok":
                 v = row["validation"]
                 lines.append(f"{row['target']:<13}{row['precision']:<11}{'ok':<8}{row['megabytes']:>7.2f}"
-                             f"{v['max_abs_error']:>13.2e}{v['psnr_vs_fp32_db']:>12}{v['delta_psnr_vs_gt_db']:>+10.3f}")
+                             f"{v['max_abs_error']:>13.2e}{str(v['psnr_vs_fp32_db'] or 'same'):>12}{v['delta_psnr_vs_gt_db']:>+10.3f}")
             else:
                 lines.append(f"{row['target']:<13}{row['precision']:<11}FAILED  {row['error']}")
         return "\n".join(lines)
     v = r["validation"]
     return (f"{r['target']} {r['precision']} {r['size'][0]}x{r['size'][1]} -> {r['path']} ({r['build']['megabytes']:.2f} MB)\n"
             f"vs FP32 PyTorch on {v['scenes']} held-out scenes: max abs error {v['max_abs_error']:.2e}, "
-            f"PSNR {v['psnr_vs_fp32_db']} dB, change vs ground truth {v['delta_psnr_vs_gt_db']:+.3f} dB"
+            f"PSNR {v['psnr_vs_fp32_db'] or 'identical'} dB, change vs ground truth {v['delta_psnr_vs_gt_db']:+.3f} dB"
             + (" [DEGRADED]" if v["degraded"] else ""))
 
 

@@ -18,7 +18,6 @@ REMEDIES = [
 
 
 def quantize(body, calibration, size: tuple[int, int], out_dir: Path, per_channel: bool = True, reduce_range: bool = True) -> list[str]:
-    import torch
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):
@@ -29,12 +28,11 @@ def quantize(body, calibration, size: tuple[int, int], out_dir: Path, per_channe
             item = next(self.items, None)
             return None if item is None else {"packed": item}
 
+    from targets.onnxruntime import export_onnx
+
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / "fp32.onnx"
-        with torch.inference_mode():
-            torch.onnx.export(body, (torch.from_numpy(calibration.inputs[0]),), str(source), input_names=["packed"],
-                              output_names=["features"], opset_version=17, dynamo=False,
-                              dynamic_axes={"packed": {2: "h", 3: "w"}, "features": {2: "h2", 3: "w2"}})
+        export_onnx(body, calibration.inputs[0].shape, source, dynamic_size=True)
         quantize_static(str(source), str(out_dir / MODEL_FILE), Reader(), quant_format=QuantFormat.QDQ,
                         per_channel=per_channel, reduce_range=reduce_range,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)

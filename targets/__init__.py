@@ -5,9 +5,7 @@ is imported only when an artifact is built or run, so nothing here needs torch o
 """
 from __future__ import annotations
 
-import difflib
-
-from toolkit.errors import UserError
+from toolkit.errors import UserError, closest_hint
 
 from .base import Runner, Target
 
@@ -25,9 +23,7 @@ TARGETS: dict[str, Target] = {
 
 def get_target(name: str) -> Target:
     if name not in TARGETS:
-        close = difflib.get_close_matches(name, TARGETS, n=1)
-        hint = f"did you mean '{close[0]}'?" if close else f"choose from {', '.join(TARGETS)}"
-        raise UserError(f"unknown target '{name}'", hint)
+        raise UserError(f"unknown target '{name}'", closest_hint(name, TARGETS))
     return TARGETS[name]
 
 

@@ -9,17 +9,22 @@ MODEL_FILE = "model.onnx"
 OPSET = 17
 
 
+def export_onnx(body, shape: tuple[int, ...], path: Path, dynamic_size: bool = False) -> None:
+    """The packed body as ONNX (input 'packed', output 'features'); optionally any height/width."""
+    import torch
+
+    axes = {"packed": {2: "h", 3: "w"}, "features": {2: "h2", 3: "w2"}} if dynamic_size else None
+    with torch.inference_mode():
+        torch.onnx.export(body, (torch.zeros(shape),), str(path), input_names=["packed"], output_names=["features"],
+                          opset_version=OPSET, dynamo=False, dynamic_axes=axes)
+
+
 def build(body, size: tuple[int, int], precision: str, out_dir: Path, calibration=None, remedy=None) -> list[str]:
     if precision == "int8":
         from quantization import quantize
 
         return quantize(body, calibration, "onnxruntime", size, out_dir, remedy)
-    import torch
-
-    example = torch.zeros(1, 256, size[0] // 16, size[1] // 16)
-    with torch.inference_mode():
-        torch.onnx.export(body, (example,), str(out_dir / MODEL_FILE), input_names=["packed"],
-                          output_names=["features"], opset_version=OPSET, dynamo=False)
+    export_onnx(body, (1, 256, size[0] // 16, size[1] // 16), out_dir / MODEL_FILE)
     return [MODEL_FILE]
 
 

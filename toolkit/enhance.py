@@ -51,7 +51,10 @@ class TorchBackend:
         self.torch = require_torch("running the PyTorch model")
         from .checkpoint import load_model
 
+        from targets.torch import TorchRunner
+
         self.model = load_model(checkpoint)
+        self.runner = TorchRunner(self.model)
         self.variant = self.model.variant
         self.trained = self.model.checkpoint_info["trained"]
 
@@ -65,8 +68,7 @@ class TorchBackend:
 
     def run_packed(self, packed: np.ndarray) -> np.ndarray:
         """The network between Pack and UnPack: [N, 256, h, w] float32 -> [N, 192, 2h, 2w] float32."""
-        with self.torch.inference_mode():
-            return self.model.packed_body(self.torch.from_numpy(packed)).numpy()
+        return self.runner.run(packed)
 
 
 class ArtifactBackend:

@@ -44,6 +44,14 @@ class MissingDependencyError(UserError):
         self.extra = extra
 
 
+def closest_hint(name: str, choices) -> str:
+    """'did you mean X?' for a typo, else the list of choices."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f"did you mean '{close[0]}'?" if close else f"choose from {', '.join(choices)}"
+
+
 def require_torch(purpose: str):
     """Import torch or explain which extra brings it."""
     try:

@@ -147,11 +147,9 @@ class LLPackNet(nn.Module):
 def create_model(variant: str = DEFAULT_VARIANT) -> LLPackNet:
     """A freshly initialised network of a named variant (see `VARIANTS`)."""
     if variant not in VARIANTS:
-        import difflib
+        from .errors import closest_hint
 
-        close = difflib.get_close_matches(variant, VARIANTS, n=1)
-        hint = f"did you mean '{close[0]}'?" if close else f"choose from {', '.join(VARIANTS)}"
-        raise ValueError(f"unknown LLPackNet variant '{variant}' ({hint})")
+        raise ValueError(f"unknown LLPackNet variant '{variant}' ({closest_hint(variant, VARIANTS)})")
     return LLPackNet(variant)
 
 

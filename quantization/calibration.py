@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from toolkit.bayer import pack_rggb, to_network_grid
+from toolkit.bayer import pack_network_input, to_network_grid
 from toolkit.errors import InputError, UserError
 
 log = logging.getLogger(__name__)
@@ -32,10 +32,6 @@ class CalibrationSet:
         return len(self.inputs)
 
 
-def _packed(mosaic: np.ndarray, gain: float) -> np.ndarray:
-    return np.ascontiguousarray(pack_rggb(mosaic)[None] * np.float32(gain), np.float32)
-
-
 def synthetic_calibration(count: int = DEFAULT_COUNT, crop: int = DEFAULT_CROP, seed: int = CALIBRATION_SEED) -> CalibrationSet:
     """Dark RAW crops synthesised from the training sources at their true ratio."""
     from toolkit.dataset import TrainingSampler
@@ -44,7 +40,7 @@ def synthetic_calibration(count: int = DEFAULT_COUNT, crop: int = DEFAULT_CROP, 
     inputs = []
     for i in range(count):
         pair, ratio = sampler.sample(np.random.default_rng([seed, 9, i]))
-        inputs.append(_packed(pair.normalised(), ratio))
+        inputs.append(pack_network_input(pair.normalised(), ratio))
     return CalibrationSet(inputs, {"kind": "synthetic", "seed": seed, "count": count, "crop": crop,
                                    "sources": "dead leaves + training photos (no evaluation photos)"})
 
@@ -72,7 +68,7 @@ def raw_folder_calibration(
         ch, cw = min(crop, h), min(crop, w)
         y, x = (h - ch) // 32 * 16, (w - cw) // 32 * 16  # centre, on the 16-pixel grid
         patch = grid[y : y + ch, x : x + cw]
-        inputs.append(_packed(patch, gain(mosaic.data)))
+        inputs.append(pack_network_input(patch, gain(mosaic.data)))
         used.append(file.name)
     for item in skipped:
         log.warning("calibration: skipped %s/%s", root, item)

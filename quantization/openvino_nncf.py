@@ -21,7 +21,12 @@ REMEDIES = [
 
 
 def quantize(body, calibration, size: tuple[int, int], out_dir: Path, preset: str = "mixed", overflow_fix: bool = True) -> list[str]:
-    import nncf
+    try:
+        import nncf
+    except ImportError as exc:
+        from toolkit.errors import MissingDependencyError
+
+        raise MissingDependencyError("nncf", "x86", "OpenVINO INT8 quantization") from exc
     import openvino as ov
     import torch
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix

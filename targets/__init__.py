@@ -15,8 +15,10 @@ TARGETS: dict[str, Target] = {
         Target("torch", "FP32 PyTorch reference (the full-precision model)", ("fp32",), "torch", "torch", "export", "export"),
         Target("openvino", "OpenVINO IR for x86 CPUs", ("fp32", "int8"), "openvino", "openvino", "x86", "x86"),
         Target("tflite", "TFLite / LiteRT flatbuffer for ARM (Raspberry Pi)", ("fp32", "int8"),
-               "ai_edge_litert|tflite_runtime", "ai-edge-litert|tflite-runtime", "runtime", "arm"),
-        Target("onnxruntime", "ONNX model run by ONNX Runtime (the common peer)", ("fp32", "int8"), "onnxruntime", "onnxruntime", "onnx", "onnx"),
+               "ai_edge_litert|tflite_runtime", "ai-edge-litert|tflite-runtime", "runtime", "arm",
+               (("litert_torch", "litert-torch"), ("ai_edge_quantizer", "ai-edge-quantizer"))),
+        Target("onnxruntime", "ONNX model run by ONNX Runtime (the common peer)", ("fp32", "int8"), "onnxruntime", "onnxruntime", "onnx", "onnx",
+               (("onnx", "onnx"),)),
     )
 }
 

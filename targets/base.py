@@ -32,6 +32,7 @@ class Target:
     runtime_package: str  # distribution name(s), for versions, same order
     runtime_extra: str  # install extra that brings the runtime
     converter_extra: str  # install extra that brings the converter
+    converter_modules: tuple[tuple[str, str], ...] = ()  # (module, package) needed to build artifacts
 
     def runtime_version(self) -> str | None:
         """'package version' of the first installed runtime."""
@@ -51,6 +52,13 @@ class Target:
                 continue
         package = self.runtime_package.split("|")[0]
         raise MissingDependencyError(package, self.runtime_extra, purpose or f"the {self.name} target")
+
+    def check_converter(self) -> None:
+        for module, package in self.converter_modules:
+            try:
+                importlib.import_module(module)
+            except ImportError as exc:
+                raise MissingDependencyError(package, self.converter_extra, f"exporting to {self.name}") from exc
 
     def backend(self):
         """The module implementing `build(...)` and `load(...)` for this target."""

@@ -105,7 +105,7 @@ def test_automatic_gain_from_the_manifest_matches_pytorch(artifacts):
     model = load_model(None)
     mosaic = (np.random.default_rng(0).random((64, 96)) * 0.01).astype(np.float32)
     with torch.inference_mode():
-        expected = float(model.gain(torch.from_numpy(mosaic)[None, None]))
+        expected = float(model.gain(torch.from_numpy(mosaic)[None, None]))  # the torch forward path
     assert automatic_gain(manifest, mosaic) == pytest.approx(expected, rel=1e-5)
 
 

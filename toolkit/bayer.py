@@ -117,6 +117,11 @@ def pack_rggb(mosaic: np.ndarray, block: int = 8) -> np.ndarray:
     return x.transpose(order).reshape(*lead, 4 * block * block, h, w)
 
 
+def pack_network_input(mosaic: np.ndarray, gain: float) -> np.ndarray:
+    """The network's input from an RGGB mosaic on the 16-pixel grid: [1, 256, H/16, W/16] float32, gain applied."""
+    return np.ascontiguousarray(pack_rggb(mosaic)[None] * np.float32(gain), dtype=np.float32)
+
+
 def unpack_rggb(packed: np.ndarray, block: int = 8) -> np.ndarray:
     """Inverse of `pack_rggb`."""
     *lead, channels, h, w = packed.shape

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .bayer import pack_rggb, to_network_grid, unpack_rgb
+from .bayer import pack_network_input, to_network_grid, unpack_rgb
 from .errors import InputError, UserError, require_torch
 from .fileio import check_output_path, image_format, write_image
 from .raw import Mosaic, read_mosaic
@@ -63,8 +63,7 @@ class TorchBackend:
         return self.model.config.amplifier
 
     def automatic_gain(self, mosaic: np.ndarray) -> float:
-        with self.torch.inference_mode():
-            return float(self.model.gain(self.torch.from_numpy(mosaic)[None, None]).reshape(()))
+        return self.model.automatic_gain(mosaic)
 
     def run_packed(self, packed: np.ndarray) -> np.ndarray:
         """The network between Pack and UnPack: [N, 256, h, w] float32 -> [N, 192, 2h, 2w] float32."""
@@ -145,7 +144,7 @@ class Enhancer:
         start = time.perf_counter()
         grid, placement = to_network_grid(mosaic.data, mosaic.pattern, size=getattr(backend, "input_size", None))
         gain = self.choose_gain(mosaic, ratio)
-        packed = np.ascontiguousarray(pack_rggb(grid)[None] * np.float32(gain), dtype=np.float32)
+        packed = pack_network_input(grid, gain)
         seconds["preprocess"] = time.perf_counter() - start
         start = time.perf_counter()
         features = backend.run_packed(packed)[0]

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from .artifact import io_contract, staged_folder, write_manifest
-from .bayer import pack_rggb, to_network_grid, unpack_rgb
-from .errors import MissingDependencyError, UserError, require_torch
+from .bayer import Placement, pack_network_input, to_network_grid, unpack_rgb
+from .errors import UserError, require_torch
 from .metrics import psnr
 from .sizes import parse_size
 
@@ -52,25 +52,24 @@ def _version(package: str) -> str | None:
         return None
 
 
-def validation_inputs(size: tuple[int, int], count: int = VALIDATION_SCENES) -> list[tuple[str, np.ndarray, np.ndarray, float]]:
-    """(name, packed input, target sRGB, gain) for held-out scenes padded to `size` (true ratio as gain)."""
+def validation_inputs(size: tuple[int, int], count: int = VALIDATION_SCENES) -> list[tuple[str, np.ndarray, np.ndarray, Placement]]:
+    """(name, packed input, target sRGB, placement) for held-out scenes padded to `size` (true ratio as gain)."""
     from .dataset import evaluation_scenes
 
     scenes = evaluation_scenes(crop=size, crops_per_photo=1, ratios=(100, 300))[:count]
     out = []
     for scene in scenes:
         grid, place = to_network_grid(scene.pair.normalised(), "RGGB", size=size)
-        packed = np.ascontiguousarray(pack_rggb(grid)[None] * np.float32(scene.ratio), np.float32)
+        packed = pack_network_input(grid, scene.ratio)
         out.append((scene.name, packed, scene.pair.target, place))
     return out
 
 
-def validate(runner, reference, size: tuple[int, int], count: int = VALIDATION_SCENES) -> dict:
-    """Compare an artifact with the FP32 reference on held-out scenes."""
+def validate(runner, inputs: list, references: list[np.ndarray]) -> dict:
+    """Compare an artifact with the FP32 reference outputs on held-out scenes (`validation_inputs`)."""
     max_abs, vs_ref, delta = 0.0, [], []
-    for _, packed, target, place in validation_inputs(size, count):
+    for (_, packed, target, place), ref in zip(inputs, references):
         ours = runner.run(packed)
-        ref = reference(packed)
         max_abs = max(max_abs, float(np.max(np.abs(ours - ref))))
         image = np.clip(place.crop(unpack_rgb(ours[0])), 0, 1).transpose(1, 2, 0)
         ref_image = np.clip(place.crop(unpack_rgb(ref[0])), 0, 1).transpose(1, 2, 0)
@@ -78,24 +77,16 @@ def validate(runner, reference, size: tuple[int, int], count: int = VALIDATION_S
         delta.append(psnr(image, target) - psnr(ref_image, target))
     finite = [v for v in vs_ref if np.isfinite(v)]
     return {
-        "scenes": count,
+        "scenes": len(inputs),
         "psnr_vs_fp32_db": round(float(np.mean(finite)), 3) if finite else None,  # None: identical output
         "max_abs_error": max_abs,
         "delta_psnr_vs_gt_db": round(float(np.mean(delta)), 4),
     }
 
 
-def _gain_function(model, torch):
-    """The model's automatic gain, used to bring the user's RAW calibration files to the network's range."""
-    if not model.config.amplifier:
-        raise UserError(f"{model.variant} has no amplifier to set the gain of calibration RAW files",
-                        "leave --calibration out to use the synthetic calibration set")
-
-    def gain(mosaic):
-        with torch.inference_mode():
-            return float(model.gain(torch.from_numpy(mosaic)[None, None]))
-
-    return gain
+def artifact_folder(root: str | Path, target: str, precision: str, size: tuple[int, int]) -> Path:
+    """Where an artifact goes by default: ROOT/TARGET-PRECISION-HxW."""
+    return Path(root) / f"{target}-{precision}-{size[0]}x{size[1]}"
 
 
 def export(
@@ -114,24 +105,19 @@ def export(
     if precision not in target.precisions:
         raise UserError(f"{target.name} does not offer precision '{precision}'", f"choose from {', '.join(target.precisions)}")
     height, width = parse_size(size) if isinstance(size, str) else size
-    out_dir = Path(out) if out else Path("runs/artifacts") / f"{target.name}-{precision}-{height}x{width}"
+    out_dir = Path(out) if out else artifact_folder("runs/artifacts", target.name, precision, (height, width))
     torch = require_torch("exporting a model")
     target.check_runtime(f"exporting to {target.name}")
-    converters = {"onnxruntime": (("onnx", "onnx"),), "tflite": (("litert_torch", "litert-torch"), ("ai_edge_quantizer", "ai-edge-quantizer"))}
-    for module, package in converters.get(target.name, ()):
-        try:
-            __import__(module)
-        except ImportError as exc:
-            raise MissingDependencyError(package, target.converter_extra, f"exporting to {target.name}") from exc
+    target.check_converter()
     from .checkpoint import load_model
     from .model import PackedBody, amplifier_affine, count_parameters
 
     model = load_model(checkpoint)
     body = PackedBody(model).eval()
 
-    def reference(packed: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return body(torch.from_numpy(packed)).numpy()
+    scenes = validation_inputs((height, width))
+    with torch.inference_mode():  # the FP32 answers every attempt is compared with, computed once
+        references = [body(torch.from_numpy(packed)).numpy() for _, packed, _, _ in scenes]
 
     calibration_set = None
     attempts_to_try: list[dict | None] = [None]
@@ -139,7 +125,10 @@ def export(
         from quantization import raw_folder_calibration, remedies, synthetic_calibration
 
         if calibration:
-            calibration_set = raw_folder_calibration(calibration, _gain_function(model, torch))
+            if not model.config.amplifier:  # the amplifier brings the user's RAW files to the network's range
+                raise UserError(f"{model.variant} has no amplifier to set the gain of calibration RAW files",
+                                "leave --calibration out to use the synthetic calibration set")
+            calibration_set = raw_folder_calibration(calibration, model.automatic_gain)
         else:
             calibration_set = synthetic_calibration()
         attempts_to_try = list(remedies(target.name))
@@ -157,7 +146,7 @@ def export(
                      f" with {remedy}" if remedy else "")
             start = time.perf_counter()
             runner = target.load(stage, {})
-            validation = validate(runner, reference, (height, width))
+            validation = validate(runner, scenes, references)
             validation["seconds"] = round(time.perf_counter() - start, 2)
             attempts.append({"settings": remedy, **{k: validation[k] for k in ("psnr_vs_fp32_db", "max_abs_error", "delta_psnr_vs_gt_db")}})
             if meets_bar(precision, validation):
@@ -215,7 +204,7 @@ def export_all(size: str | tuple[int, int] = "512x512", out_root: str | Path = "
     rows = []
     for target in TARGETS.values():
         for precision in target.precisions:
-            folder = Path(out_root) / f"{target.name}-{precision}-{height}x{width}"
+            folder = artifact_folder(out_root, target.name, precision, (height, width))
             start = time.perf_counter()
             try:
                 manifest = export(target.name, precision, (height, width), folder, checkpoint,

@@ -119,6 +119,11 @@ class LLPackNet(nn.Module):
             raise RuntimeError(f"{self.variant} has no amplifier: multiply the input by the exposure ratio")
         return self.amplifier(mosaic)
 
+    def automatic_gain(self, mosaic: np.ndarray) -> float:
+        """The amplifier's gain for one normalised 2-D mosaic (numpy in, float out)."""
+        with torch.inference_mode():
+            return float(self.gain(torch.from_numpy(np.ascontiguousarray(mosaic))[None, None]).reshape(()))
+
     def packed_body(self, packed: torch.Tensor) -> torch.Tensor:
         """Everything between Pack and UnPack: [N, 256, h, w] (gain applied) -> [N, 192, 2h, 2w].
 

@@ -252,11 +252,94 @@ def _render_export(r: dict) -> str:
             + (" [DEGRADED]" if v["degraded"] else ""))
 
 
+# ---------------------------------------------------------------- profile
+def _add_profile(p: argparse.ArgumentParser) -> None:
+    from targets import TARGETS
+
+    p.add_argument("artifacts", nargs="*", metavar="ARTIFACT", help="artifact folders written by 'llpack export'")
+    p.add_argument("--all", action="store_true", help="export (or reuse) every target and precision, then profile them all")
+    p.add_argument("--target", dest="targets", action="append", choices=sorted(TARGETS), help="with --all: only this target (repeatable)")
+    p.add_argument("--size", dest="sizes", action="append", help="HxW to profile at with --all (repeatable; default 512x512)")
+    p.add_argument("--device", help="device profile from profiles/devices (threads, sizes): x86-2core, rpi4, rpi5")
+    p.add_argument("--threads", type=int, help="inference threads (default: the device profile's, else the runtime's choice)")
+    p.add_argument("--runs", type=int, default=10, help="timed runs per process (default 10)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed runs after the first (default 2)")
+    p.add_argument("--repeats", type=int, default=2, help="fresh processes per model, for run-to-run spread (default 2)")
+    p.add_argument("--timeout", type=float, help="seconds one model process may take before it is killed (default 900)")
+    p.add_argument("--out", default="runs/profile", help="report folder (default runs/profile)")
+    p.add_argument("--artifacts", dest="artifacts_root", default="runs/artifacts", help="where --all keeps the artifacts it exports (default runs/artifacts)")
+    p.add_argument("--checkpoint", help="weights for --all exports and the reference; default: the built-in weights")
+    p.add_argument("--no-sid", dest="sid", action="store_false", help="leave out the SID U-Net baseline")
+
+
+def _run_profile(args: argparse.Namespace) -> dict:
+    from .profile import profile
+
+    result = profile(args.artifacts, args.all, args.sizes, args.device, args.threads, args.runs, args.warmup, args.repeats,
+                     args.timeout, args.out, args.artifacts_root, args.sid,
+                     args.checkpoint, args.targets, show_progress=not args.quiet)
+    if result["failed"]:
+        raise PartialFailure(result, f"{result['failed']} of {len(result['results'])} models failed (see the table)")
+    return result
+
+
+def _render_profile(r: dict) -> str:
+    from .report import render_table
+
+    plots = ", ".join(r.get("plots") or []) or "none (matplotlib not installed)"
+    return f"{render_table(r)}\nreport {r['path']}/report.json, report.md; plots: {plots}"
+
+
+# ---------------------------------------------------------------- pipeline
+def _add_pipeline(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--size", default="512x512", help="HxW (default 512x512; 2848x4256 is the paper's full resolution)")
+    p.add_argument("--out", default="runs/pipeline", help="report folder (default runs/pipeline)")
+    p.add_argument("--artifacts", dest="artifacts_root", default="runs/artifacts", help="artifact folder root (default runs/artifacts)")
+    p.add_argument("--runs", type=int, default=5, help="timed runs per process (default 5)")
+    p.add_argument("--repeats", type=int, default=2, help="fresh processes per model (default 2)")
+    p.add_argument("--threads", type=int, help="inference threads (default: the runtime's choice)")
+
+
+def _run_pipeline(args: argparse.Namespace) -> dict:
+    from .profile import profile
+
+    result = profile([], True, [args.size], None, args.threads, args.runs, 1, args.repeats, None, args.out, args.artifacts_root,
+                     True, show_progress=not args.quiet)
+    if result["failed"]:
+        raise PartialFailure(result, f"{result['failed']} of {len(result['results'])} models failed (see the table)")
+    return result
+
+
+# ---------------------------------------------------------------- report
+def _add_report(p: argparse.ArgumentParser) -> None:
+    p.add_argument("reports", nargs="+", metavar="REPORT", help="report.json files or the folders holding them")
+
+
+def _run_report(args: argparse.Namespace) -> dict:
+    from .report import read_report
+
+    reports = [read_report(path) for path in args.reports]
+    if len(reports) == 1:
+        return reports[0]
+    raise UserError("comparing several reports is not available yet", "give one report")
+
+
+def _render_report(r: dict) -> str:
+    from .report import render_table
+
+    return render_table(r)
+
+
 COMMANDS = [
     Command("enhance", "restore a dark RAW photo to sRGB", _add_enhance, _run_enhance, _render_enhance),
     Command("info", "describe the model and checkpoint", _add_info, _run_info, _render_info),
     Command("demo", "generate a dark sample RAW and restore it", _add_demo, _run_demo, _render_demo),
     Command("export", "convert the model to a deployable, validated artifact", _add_export, _run_export, _render_export),
+    Command("profile", "latency, peak memory, parameters and quality of artifacts against FP32 PyTorch", _add_profile,
+            _run_profile, _render_profile),
+    Command("pipeline", "the whole chain: export every target FP32 and INT8, validate, profile", _add_pipeline, _run_pipeline,
+            _render_profile),
+    Command("report", "show a profiler report", _add_report, _run_report, _render_report),
     Command("train", "train LLPackNet on synthetic dark RAW data", _add_train, _run_train, _render_train),
     Command("evaluate", "PSNR/SSIM on the held-out scenes against the LibRaw baseline", _add_evaluate, _run_evaluate, _render_evaluate),
 ]

@@ -110,7 +110,7 @@ def export(
     target.check_runtime(f"exporting to {target.name}")
     target.check_converter()
     from .checkpoint import load_model
-    from .model import PackedBody, amplifier_affine, count_parameters
+    from .model import PackedBody, amplifier_affine, count_parameters, macs_per_pixel
 
     model = load_model(checkpoint)
     body = PackedBody(model).eval()
@@ -175,6 +175,7 @@ def export(
             "model": {
                 "variant": model.variant,
                 "parameters": count_parameters(model),
+                "macs_per_pixel": macs_per_pixel(),
                 "weights_sha256": model.checkpoint_info["sha256"],
                 "trained": model.checkpoint_info["trained"],
             },
@@ -195,21 +196,65 @@ def export(
     return {**manifest, "path": str(out_dir)}
 
 
+def weights_sha256(checkpoint: str | Path | None) -> str | None:
+    """The hash an artifact's manifest records for these weights (None: untrained fallback)."""
+    from .fileio import file_sha256
+
+    if checkpoint is None:
+        default = Path(__file__).resolve().parent / "weights" / "llpacknet_default.pt"
+        return file_sha256(default) if default.exists() else None
+    return file_sha256(checkpoint)
+
+
+def reusable_artifact(folder: Path, target: str, precision: str, size: tuple[int, int], weights: str | None,
+                      calibration: str | Path | None = None) -> dict | None:
+    """The manifest of a finished, intact artifact built from the same weights and settings, else None."""
+    from .artifact import ArtifactError, read_manifest
+
+    if weights is None or not (folder / "manifest.json").exists():
+        return None
+    try:
+        manifest = read_manifest(folder)  # checks every file's checksum
+    except ArtifactError:
+        return None
+    wanted_calibration = str(Path(calibration).resolve()) if calibration else None
+    source = manifest.get("calibration")
+    used = source.get("folder") if isinstance(source, dict) else None
+    used = str(Path(used).resolve()) if used else None
+    same = (manifest["target"] == target and manifest["precision"] == precision and manifest["size"] == list(size)
+            and manifest["model"].get("weights_sha256") == weights and not manifest["validation"].get("degraded")
+            and "macs_per_pixel" in manifest["model"] and (precision == "fp32" or used == wanted_calibration))
+    return manifest if same else None
+
+
 def export_all(size: str | tuple[int, int] = "512x512", out_root: str | Path = "runs/artifacts",
-               checkpoint: str | Path | None = None, calibration: str | Path | None = None) -> dict:
-    """Every target and precision; a failure becomes a row with its reason, the others go on."""
+               checkpoint: str | Path | None = None, calibration: str | Path | None = None, reuse: bool = True,
+               only: list[str] | None = None) -> dict:
+    """Every target and precision; a failure becomes a row with its reason, the others go on.
+
+    With `reuse`, a finished artifact of the same weights and settings whose checksums still hold
+    is kept as it is, so an interrupted run picks up where it stopped."""
     from targets import TARGETS
 
     height, width = parse_size(size) if isinstance(size, str) else size
+    weights = weights_sha256(checkpoint) if reuse else None
     rows = []
     for target in TARGETS.values():
+        if only and target.name not in only:
+            continue
         for precision in target.precisions:
             folder = artifact_folder(out_root, target.name, precision, (height, width))
             start = time.perf_counter()
             try:
-                manifest = export(target.name, precision, (height, width), folder, checkpoint,
-                                  calibration=calibration if precision == "int8" else None)
+                manifest = reusable_artifact(folder, target.name, precision, (height, width), weights,
+                                             calibration if precision == "int8" else None)
+                if manifest is not None:
+                    log.info("%s %s: reusing the verified artifact in %s", target.name, precision, folder)
+                else:
+                    manifest = export(target.name, precision, (height, width), folder, checkpoint,
+                                      calibration=calibration if precision == "int8" else None)
                 rows.append({"target": target.name, "precision": precision, "status": "ok", "path": str(folder),
+                             "reused": manifest.get("path") is None,
                              "megabytes": manifest["build"]["megabytes"], "validation": manifest["validation"]})
             except UserError as exc:
                 rows.append({"target": target.name, "precision": precision, "status": "failed", "error": str(exc)})

@@ -1,0 +1,100 @@
+"""Parameter counts read from the artifacts' model files match the PyTorch body, for every target."""
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conftest import needs_torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZE = (64, 96)
+BODY_PARAMETERS = 1_169_088  # LLPackNet without its amplifier: what every exported graph holds
+CASES = [("torch", "fp32"), ("openvino", "fp32"), ("openvino", "int8"), ("tflite", "fp32"), ("tflite", "int8"),
+         ("onnxruntime", "fp32"), ("onnxruntime", "int8")]
+NEEDS = {"torch": [], "openvino": ["openvino"], "tflite": ["ai_edge_litert|tflite_runtime", "litert_torch"],
+         "onnxruntime": ["onnxruntime", "onnx"]}
+INT8_NEEDS = {"openvino": ["nncf"], "tflite": ["ai_edge_quantizer"], "onnxruntime": []}
+
+
+def _missing(target: str, precision: str) -> str | None:
+    """The first module this export needs that is not installed ("a|b": either will do)."""
+    for need in NEEDS[target] + (INT8_NEEDS[target] if precision == "int8" else []):
+        if not any(importlib.util.find_spec(m) for m in need.split("|")):
+            return need
+    return None
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    """Export every available target and precision once for this module."""
+    pytest.importorskip("torch")
+    from toolkit.export import export
+
+    root = tmp_path_factory.mktemp("param-artifacts")
+    built = {}
+    for target, precision in CASES:
+        if _missing(target, precision) is None:
+            # Accuracy is test_export's business; ONNX Runtime INT8 can miss the bar, and is still counted.
+            built[target, precision] = export(target, precision, SIZE, root / f"{target}-{precision}",
+                                              allow_degraded=precision == "int8")
+    return built
+
+
+@pytest.fixture(scope="module")
+def body_parameters() -> int:
+    """The packed body's parameters counted on the PyTorch model itself, amplifier left out."""
+    pytest.importorskip("torch")
+    from toolkit.checkpoint import load_model
+    from toolkit.model import PackedBody, count_parameters
+
+    model = load_model(None)
+    amplifier = count_parameters(model.amplifier) if model.config.amplifier else 0
+    return count_parameters(PackedBody(model)) - amplifier
+
+
+@needs_torch
+@pytest.mark.parametrize(("target", "precision"), CASES, ids=[f"{t}-{p}" for t, p in CASES])
+def test_artifact_holds_exactly_the_pytorch_body(artifacts, body_parameters, target, precision):
+    missing = _missing(target, precision)
+    if missing:
+        pytest.skip(f"{missing} is not installed")
+    from toolkit.params import count_artifact_parameters
+
+    manifest = artifacts[target, precision]
+    folder = Path(manifest["path"])
+    count = count_artifact_parameters(folder, manifest)
+    assert count == body_parameters == BODY_PARAMETERS
+    assert manifest["model"]["parameters"] != count  # the manifest counts the amplifier too: not where it came from
+    assert count_artifact_parameters(folder, {"target": target}) == count  # read from the model file alone
+
+
+def test_importable_without_runtimes_and_names_the_extra(tmp_path):
+    script = textwrap.dedent(f"""
+        import sys
+        for hidden in ("torch", "openvino", "onnx", "onnxruntime", "ai_edge_litert", "tflite_runtime"):
+            sys.modules[hidden] = None
+        from toolkit.errors import MissingDependencyError
+        from toolkit.params import count_artifact_parameters
+        for target, extra in (("torch", "export"), ("openvino", "x86"), ("tflite", "runtime"), ("onnxruntime", "onnx")):
+            try:
+                count_artifact_parameters({str(tmp_path)!r}, {{"target": target}})
+            except MissingDependencyError as exc:
+                assert exc.extra == extra and f"llpacknet-edge[{{extra}}]" in str(exc), str(exc)
+            else:
+                raise AssertionError(target + " did not raise")
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_unknown_target_suggests_the_closest(tmp_path):
+    from toolkit.errors import UserError
+    from toolkit.params import count_artifact_parameters
+
+    with pytest.raises(UserError, match="openvino"):
+        count_artifact_parameters(tmp_path, {"target": "openvin"})

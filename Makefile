@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml | $(PY)
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/llpack demo
+	$(VENV)/bin/llpack pipeline
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -12,8 +12,6 @@ from torch import nn
 
 LEVELS = (32, 64, 128, 256, 512)
 SEED = 2018
-# What the LLPackNet paper claims against SID (BMVC 2020 and the CVPR 2021 table), as ranges.
-PAPER_CLAIMS = {"fewer_parameters": [2.0, 7.0], "less_memory": [2.0, 3.0], "faster": [5.0, 20.0]}
 
 
 def _double_conv(cin: int, cout: int) -> nn.Sequential:

@@ -176,17 +176,17 @@ def _label(row: dict) -> str:
 
 def render_table(report: dict) -> str:
     """The terminal table: one line per model and size."""
-    head = (f"{'model':<24}{'size':>10}{'params':>11}{'MB':>7}{'GMAC':>8}{'p50 ms':>10}{'noise':>7}{'MP/s':>7}"
+    head = (f"{'model':<27}{'size':>10}{'params':>11}{'MB':>7}{'GMAC':>8}{'p50 ms':>10}{'noise':>7}{'MP/s':>7}"
             f"{'peak MB':>9}{'above':>7}{'dB/FP32':>9}{'dB/GT':>7}{'speed':>7}{'mem':>6}")
     lines = [head]
     for row in report["results"]:
         size = f"{row['size'][0]}x{row['size'][1]}"
         if row["status"] == "failed":
-            lines.append(f"{_label(row):<24}{size:>10}  FAILED: {row['error']}")
+            lines.append(f"{_label(row):<27}{size:>10}  FAILED: {row['error']}")
             continue
         v = row.get("vs_fp32") or {}
         lines.append(
-            f"{_label(row):<24}{size:>10}{row['params']:>11,}{row['file_bytes'] / 1e6:>7.2f}{_fmt(row['gmacs'], '.3g'):>8}"
+            f"{_label(row):<27}{size:>10}{row['params']:>11,}{row['file_bytes'] / 1e6:>7.2f}{_fmt(row['gmacs'], '.3g'):>8}"
             f"{row['latency_ms']['p50']:>10.1f}{row['latency_ms']['noise_pct']:>6.0f}%{row['throughput_mp_s']:>7.2f}"
             f"{row['peak_rss_mb']:>9.0f}{row['peak_rss_above_baseline_mb']:>7.0f}{_quality_text(row):>9}"
             f"{_fmt(row.get('psnr_vs_gt_db'), '.2f'):>7}{_fmt(v.get('speed_up'), '.2f') + 'x':>7}{_fmt(v.get('memory'), '.2f') + 'x':>6}")

@@ -51,6 +51,12 @@ class TfliteRunner:
 
         return {"input": describe(self.input), "output": describe(self.output)}
 
+    def runtime_details(self) -> dict:
+        """Which interpreter runs this, and whether XNNPACK took the graph (a DELEGATE op appears)."""
+        module = type(self.interp).__module__.split(".")[0]
+        ops = {op["op_name"] for op in self.interp._get_ops_details()}
+        return {"interpreter": module, "xnnpack": "DELEGATE" in ops}
+
     def run(self, packed: np.ndarray) -> np.ndarray:
         x = packed
         if np.dtype(self.input["dtype"]) != np.float32:

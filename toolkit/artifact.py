@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -16,7 +18,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .bayer import HISTOGRAM_EDGES
+from .bayer import GRID, HISTOGRAM_EDGES, MIN_SIZE
 from .errors import UserError
 from .fileio import atomic_write_json, file_sha256
 
@@ -102,36 +104,130 @@ def write_manifest(folder: Path, manifest: dict) -> None:
 
 
 def read_manifest(folder: str | os.PathLike) -> dict:
-    """Load and check an artifact's manifest: schema, required fields, every file's checksum."""
+    """Load and check an artifact's manifest: schema, the fields the runtime uses, every file's checksum.
+
+    A manifest is input like any other file: wrong types, impossible sizes, file names outside
+    the folder, unreadable JSON all end in one `ArtifactError`, never in an exception from deep
+    inside the runtime.
+    """
     root = Path(folder)
     path = root / MANIFEST
     if not root.is_dir():
         raise ArtifactError(f"{root} is not an artifact folder", "give the folder that 'llpack export' wrote")
-    if not path.exists():
+    if not path.is_file():
         raise ArtifactError(f"{root} has no {MANIFEST}", "export it again with 'llpack export'")
     try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{path} is not valid JSON ({exc})", "export the artifact again") from exc
+        manifest = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as exc:
+        raise ArtifactError(f"cannot read {path} ({exc.strerror or exc})", "check the file's permissions") from exc
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, huge integers, deep nesting
+        raise ArtifactError(f"{path} is not valid JSON ({_short(exc)})", "export the artifact again") from exc
     if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA:
         raise ArtifactError(f"{path} is not an LLPackNet Edge manifest", "export the artifact again")
-    if manifest.get("schema_version") != SCHEMA_VERSION:
+    version = manifest.get("schema_version")
+    if type(version) is not int or version != SCHEMA_VERSION:
         raise ArtifactError(
-            f"{path} has schema version {manifest.get('schema_version')}, this toolkit reads version {SCHEMA_VERSION}",
+            f"{path} has schema version {_short(version)}, this toolkit reads version {SCHEMA_VERSION}",
             "use the toolkit version that wrote it, or export again",
         )
     missing = [k for k in REQUIRED if k not in manifest]
     if missing:
         raise ArtifactError(f"{path} lacks {', '.join(missing)}", "export the artifact again")
-    for name, digest in manifest["files"].items():
-        file = root / name
-        if Path(name).is_absolute() or ".." in Path(name).parts:
-            raise ArtifactError(f"{path} names a file outside its folder ({name})", "do not use this artifact")
-        if not file.exists():
-            raise ArtifactError(f"{root}: {name} is missing", "copy the whole artifact folder again")
-        if file_sha256(file) != digest:
-            raise ArtifactError(f"{root}: {name} does not match its checksum (altered or truncated)", "copy the artifact again")
+    _check_fields(manifest, path)
+    _check_files(root, path, manifest["files"])
     return manifest
+
+
+MAX_SIDE = 1 << 15  # pixels per side of an artifact's input: far beyond any camera sensor
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _short(value: object, limit: int = 80) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _bad(path: Path, field: str, wanted: str, value: object) -> ArtifactError:
+    return ArtifactError(f"{path}: '{field}' must be {wanted}, not {_short(json.dumps(value))}",
+                         "the manifest is damaged or hand-edited; export the artifact again")
+
+
+def _number(value: object) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)
+
+
+def _check_fields(manifest: dict, path: Path) -> None:
+    """Type-check every manifest field that loading and running the artifact reads."""
+    for key in ("target", "precision"):
+        if not isinstance(manifest[key], str) or not manifest[key]:
+            raise _bad(path, key, "a name", manifest[key])
+    size = manifest["size"]
+    if (not isinstance(size, list) or len(size) != 2
+            or not all(type(s) is int and MIN_SIZE <= s <= MAX_SIDE and s % GRID == 0 for s in size)):
+        raise _bad(path, "size", f"[height, width], multiples of {GRID} from {MIN_SIZE} to {MAX_SIDE}", size)
+    model = manifest["model"]
+    if not isinstance(model, dict):
+        raise _bad(path, "model", "an object", model)
+    if not isinstance(model.get("variant"), str):
+        raise _bad(path, "model.variant", "a variant name", model.get("variant"))
+    if type(model.get("trained")) is not bool:
+        raise _bad(path, "model.trained", "true or false", model.get("trained"))
+    for key in ("input", "output", "validation"):
+        if not isinstance(manifest[key], dict):
+            raise _bad(path, key, "an object", manifest[key])
+    if type(manifest["validation"].get("degraded")) is not bool:
+        raise _bad(path, "validation.degraded", "true or false", manifest["validation"].get("degraded"))
+    steps = manifest["input"].get("preprocessing")
+    if not isinstance(steps, list) or not all(isinstance(s, dict) and isinstance(s.get("step"), str) for s in steps):
+        raise _bad(path, "input.preprocessing", "a list of steps", steps)
+    gains = [s for s in steps if s["step"] == "gain"]
+    if len(gains) != 1:
+        raise ArtifactError(f"{path}: 'input.preprocessing' must have one gain step, not {len(gains)}", "export the artifact again")
+    auto = gains[0].get("automatic")
+    if auto is not None:
+        _check_amplifier(auto, path)
+    files = manifest["files"]
+    if not isinstance(files, dict) or not files:
+        raise _bad(path, "files", "an object of file names and SHA-256 digests", files)
+
+
+def _check_amplifier(auto: object, path: Path) -> None:
+    field = "input.preprocessing[gain].automatic"
+    if not isinstance(auto, dict):
+        raise _bad(path, field, "an object", auto)
+    edges, coefficients, intercept = auto.get("edges"), auto.get("coefficients"), auto.get("intercept")
+    if (not isinstance(edges, list) or len(edges) < 2 or not all(_number(e) for e in edges)
+            or any(b <= a for a, b in zip(edges, edges[1:]))):
+        raise _bad(path, field + ".edges", "increasing finite numbers", edges)
+    if not isinstance(coefficients, list) or len(coefficients) != len(edges) - 1 or not all(_number(c) for c in coefficients):
+        raise _bad(path, field + ".coefficients", f"{len(edges) - 1} finite numbers (one per histogram bin)", coefficients)
+    if not _number(intercept):
+        raise _bad(path, field + ".intercept", "a finite number", intercept)
+
+
+def _check_files(root: Path, path: Path, files: dict) -> None:
+    """Every listed file is a regular file inside the folder (no symlink out of it) with its checksum."""
+    inside = root.resolve()
+    for name, digest in files.items():
+        if (not name or "\\" in name or "\0" in name or Path(name).is_absolute() or ".." in Path(name).parts
+                or Path(name).parts in ((), (".",))):
+            raise ArtifactError(f"{path} names a file outside its folder ({_short(name)!r})", "do not use this artifact")
+        if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+            raise _bad(path, f"files.{name}", "a SHA-256 hex digest", digest)
+        file = root / name
+        try:
+            resolved = file.resolve()
+            if resolved != inside and inside not in resolved.parents:
+                raise ArtifactError(f"{path}: {name} links outside its folder", "do not use this artifact")
+            if not file.exists():
+                raise ArtifactError(f"{root}: {name} is missing", "copy the whole artifact folder again")
+            if not file.is_file():
+                raise ArtifactError(f"{root}: {name} is not a regular file", "copy the whole artifact folder again")
+            actual = file_sha256(file)
+        except (OSError, RuntimeError) as exc:  # unreadable, name too long, a loop of links (RuntimeError before 3.13)
+            raise ArtifactError(f"{root}: cannot read {_short(name)} ({getattr(exc, 'strerror', None) or exc})", "check the folder's permissions") from exc
+        if actual != digest:
+            raise ArtifactError(f"{root}: {name} does not match its checksum (altered or truncated)", "copy the artifact again")
 
 
 def automatic_gain(manifest: dict, mosaic: np.ndarray) -> float | None:

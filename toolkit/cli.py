@@ -44,13 +44,16 @@ class Command:
 
 # ---------------------------------------------------------------- enhance
 def _add_enhance(p: argparse.ArgumentParser) -> None:
-    p.add_argument("input", help="camera RAW file (DNG, ARW, NEF, CR2, ...) or a .npy Bayer mosaic")
-    p.add_argument("-o", "--output", required=True, help="output image, .png or .tif/.tiff")
+    p.add_argument("input", help="camera RAW file (DNG, ARW, NEF, CR2, ...) or a .npy Bayer mosaic; or a folder of them")
+    p.add_argument("-o", "--output", required=True,
+                   help="output image, .png or .tif/.tiff; for a folder of inputs, the output folder (created if missing)")
     p.add_argument("--ratio", default="auto", help="'auto' (the paper's amplifier) or the exposure ratio, e.g. 100")
     p.add_argument("--checkpoint", help="LLPackNet checkpoint (.pt/.pth); default: the built-in weights")
     p.add_argument("--model", help="an exported artifact folder (llpack export) to run instead of PyTorch")
     p.add_argument("--threads", type=int, help="inference threads for an artifact (default: the runtime's choice)")
     p.add_argument("--bits", type=int, choices=(8, 16), default=8, help="bits per channel of the output")
+    p.add_argument("--format", choices=("png", "tiff"), default="png",
+                   help="for a folder of inputs: write OUTPUT/<name>.png (default) or .tif")
     npy = p.add_argument_group("for .npy mosaics")
     npy.add_argument("--black-level", type=float, help="sensor black level in counts (integer arrays)")
     npy.add_argument("--white-level", type=float, help="sensor white level in counts (integer arrays)")
@@ -58,9 +61,20 @@ def _add_enhance(p: argparse.ArgumentParser) -> None:
 
 
 def _run_enhance(args: argparse.Namespace) -> dict:
-    from .enhance import Enhancer
+    from .enhance import Enhancer, enhance_folder
 
     enhancer = Enhancer(checkpoint=args.checkpoint, ratio=args.ratio, model=args.model, threads=args.threads)
+    model = {"ratio": "auto" if enhancer.ratio is None else enhancer.ratio}
+    if Path(args.input).is_dir():
+        result = enhance_folder(enhancer, args.input, args.output, args.bits, args.format,
+                                args.black_level, args.white_level, args.pattern, show_progress=not args.quiet)
+        result.update(model, variant=enhancer.backend.variant, trained_weights=enhancer.trained)
+        if result["failed"] == result["files"]:
+            raise UserError(f"none of the {result['files']} files in {args.input} could be enhanced (reasons above)",
+                            "check that they are Bayer RAW files or 2-D .npy mosaics")
+        if result["failed"]:
+            raise PartialFailure(result, f"{result['failed']} of {result['files']} files failed")
+        return result
     result = enhancer.enhance_file(
         args.input, args.output, bits=args.bits,
         black_level=args.black_level, white_level=args.white_level, pattern=args.pattern,
@@ -70,7 +84,7 @@ def _run_enhance(args: argparse.Namespace) -> dict:
         "output": str(Path(args.output)),
         "size": list(result.image.shape[:2]),
         "gain": result.gain,
-        "ratio": "auto" if enhancer.ratio is None else enhancer.ratio,
+        **model,
         "variant": enhancer.backend.variant,
         "trained_weights": enhancer.trained,
         "seconds": {k: round(v, 4) for k, v in result.seconds.items()},
@@ -78,6 +92,12 @@ def _run_enhance(args: argparse.Namespace) -> dict:
 
 
 def _render_enhance(r: dict) -> str:
+    if "results" in r:  # a folder of inputs
+        lines = [f"FAILED {Path(row['input']).name}: {row['error']}" for row in r["results"] if "error" in row]
+        lines.append(f"enhanced {r['ok']} of {r['files']} files into {r['output']} in {r['seconds']:.1f} s"
+                     + (f"; {r['failed']} failed" if r["failed"] else "")
+                     + (f"; skipped {len(r['skipped'])} other files" if r["skipped"] else ""))
+        return "\n".join(lines)
     h, w = r["size"]
     return f"wrote {r['output']} ({w}x{h}, gain {r['gain']:.1f}, {sum(r['seconds'].values()):.2f} s)"
 
@@ -312,22 +332,51 @@ def _run_pipeline(args: argparse.Namespace) -> dict:
 
 # ---------------------------------------------------------------- report
 def _add_report(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=("show", "merge"), help="show one report, or merge several machines' reports")
     p.add_argument("reports", nargs="+", metavar="REPORT", help="report.json files or the folders holding them")
+    p.add_argument("--out", help="merge: folder for merged.json, merged.md and merged.png")
 
 
 def _run_report(args: argparse.Namespace) -> dict:
-    from .report import read_report
+    from .report import merge_reports, read_report
 
-    reports = [read_report(path) for path in args.reports]
-    if len(reports) == 1:
-        return reports[0]
-    raise UserError("comparing several reports is not available yet", "give one report")
+    if args.action == "show":
+        if len(args.reports) != 1:
+            raise UserError("'report show' takes one report", "use 'report merge' for several")
+        return read_report(args.reports[0])
+    return merge_reports(args.reports, args.out)
 
 
 def _render_report(r: dict) -> str:
-    from .report import render_table
+    from .report import render_merged, render_table
 
+    if r.get("schema") == "llpacknet-edge/merged-report":
+        return render_merged(r) + (f"\nwritten to {r['path']}" if r.get("path") else "")
     return render_table(r)
+
+
+# ---------------------------------------------------------------- bundle
+def _add_bundle(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", required=True, help="rpi4 or rpi5 (profiles/devices)")
+    p.add_argument("--precision", default="fp32,int8", help="comma-separated precisions (default fp32,int8)")
+    p.add_argument("--size", help="HxW (default: the device profile's first size)")
+    p.add_argument("--out", required=True, help="bundle folder; a .tar.gz of it is written beside it")
+    p.add_argument("--artifacts", dest="artifacts_root", default="runs/artifacts", help="where artifacts are exported or reused")
+    p.add_argument("--checkpoint", help="weights; default: the built-in weights")
+    p.add_argument("--no-x86-profile", dest="profile_x86", action="store_false", help="leave out the x86 report (faster)")
+
+
+def _run_bundle(args: argparse.Namespace) -> dict:
+    from .bundle import build_bundle
+
+    precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
+    return build_bundle(args.device, args.out, precisions, args.size, args.artifacts_root, args.checkpoint, args.profile_x86,
+                        show_progress=not args.quiet)
+
+
+def _render_bundle(r: dict) -> str:
+    return (f"bundle for {r['device']} ({r['size'][0]}x{r['size'][1]}, {', '.join(r['precisions'])}): {r['path']} "
+            f"({r['megabytes']} MB), archive {r['archive']}\non the board: see {r['path']}/README.md")
 
 
 COMMANDS = [
@@ -339,7 +388,8 @@ COMMANDS = [
             _run_profile, _render_profile),
     Command("pipeline", "the whole chain: export every target FP32 and INT8, validate, profile", _add_pipeline, _run_pipeline,
             _render_profile),
-    Command("report", "show a profiler report", _add_report, _run_report, _render_report),
+    Command("report", "show a profiler report, or merge reports from several machines", _add_report, _run_report, _render_report),
+    Command("bundle", "package TFLite artifacts, inputs and x86 answers for a Raspberry Pi", _add_bundle, _run_bundle, _render_bundle),
     Command("train", "train LLPackNet on synthetic dark RAW data", _add_train, _run_train, _render_train),
     Command("evaluate", "PSNR/SSIM on the held-out scenes against the LibRaw baseline", _add_evaluate, _run_evaluate, _render_evaluate),
 ]
@@ -426,10 +476,14 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"internal error: {type(exc).__name__}: {exc} (re-run with --debug and report it)", file=sys.stderr)
         return EXIT_BUG
-    if args.json:
-        print(json.dumps(result, indent=2))
-    elif not args.quiet:
-        print(command.render(result))
+    try:
+        if args.json:
+            print(json.dumps(result, indent=2))
+        elif not args.quiet:
+            print(command.render(result))
+        sys.stdout.flush()
+    except BrokenPipeError:  # `llpack ... | head`: the reader left, which is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return code
 
 

@@ -13,13 +13,14 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from .bayer import pack_network_input, to_network_grid, unpack_rgb
-from .errors import InputError, UserError, require_torch
+from .errors import InputError, OutputError, UserError, require_torch
 from .fileio import check_output_path, image_format, write_image
-from .raw import Mosaic, read_mosaic
+from .raw import NPY_SUFFIX, RAW_SUFFIXES, Mosaic, read_mosaic
 
 log = logging.getLogger(__name__)
 
@@ -76,13 +77,22 @@ class ArtifactBackend:
     def __init__(self, folder: str | os.PathLike, threads: int | None = None):
         from targets import get_target
 
-        from .artifact import read_manifest
+        from .artifact import ArtifactError, read_manifest
 
-        self.manifest = read_manifest(folder)
+        self.folder = Path(folder)
+        self.manifest = read_manifest(folder)  # every field used below is type-checked there
         self.target = get_target(self.manifest["target"])
-        self.runner = self.target.load(folder, self.manifest, threads)
+        try:
+            self.runner = self.target.load(folder, self.manifest, threads)
+        except UserError:
+            raise
+        except Exception as exc:  # the runtime's own exception types (ONNX Runtime Fail, OpenVINO RuntimeError, ...)
+            raise ArtifactError(
+                f"{self.folder}: the {self.target.name} runtime cannot load this artifact ({_one_line(exc)})",
+                "export it again with 'llpack export', with the runtime version it names",
+            ) from exc
         self.variant = self.manifest["model"]["variant"]
-        self.trained = bool(self.manifest["model"]["trained"])
+        self.trained = self.manifest["model"]["trained"]
         self.input_size = tuple(self.manifest["size"])
 
     @property
@@ -96,7 +106,31 @@ class ArtifactBackend:
         return automatic_gain(self.manifest, mosaic)
 
     def run_packed(self, packed: np.ndarray) -> np.ndarray:
-        return self.runner.run(packed)
+        from .artifact import ArtifactError
+
+        expected = (packed.shape[0], 192, packed.shape[2] * 2, packed.shape[3] * 2)
+        try:
+            features = self.runner.run(packed)
+        except UserError:
+            raise
+        except Exception as exc:  # e.g. a model file whose input shape is not the manifest's size
+            raise ArtifactError(
+                f"{self.folder}: the {self.target.name} runtime failed on a {packed.shape[2] * 16}x{packed.shape[3] * 16} input "
+                f"({_one_line(exc)})",
+                "the model file does not fit its manifest; export the artifact again",
+            ) from exc
+        if not isinstance(features, np.ndarray) or features.shape != expected:
+            shape = getattr(features, "shape", type(features).__name__)
+            raise ArtifactError(f"{self.folder}: the model returned {shape}, its contract says {list(expected)}",
+                                "the model file does not fit its manifest; export the artifact again")
+        return features
+
+
+def _one_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception as one short line (runtimes raise multi-line messages with C++ stack frames)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class Enhancer:
@@ -175,3 +209,108 @@ class Enhancer:
         result.seconds = {"decode": decode, **result.seconds, "write": time.perf_counter() - start}
         log.info("wrote %s (%dx%d, gain %.1f)", Path(output), mosaic.shape[1], mosaic.shape[0], result.gain)
         return result
+
+
+# ---------------------------------------------------------------- a folder of inputs
+OUTPUT_SUFFIXES = {"png": ".png", "tiff": ".tif"}
+
+
+def folder_inputs(src_dir: str | os.PathLike) -> tuple[list[Path], list[Path]]:
+    """(RAW and .npy files directly in `src_dir`, sorted by name; the other files, skipped). Hidden files are ignored."""
+    src = Path(src_dir)
+    if not src.is_dir():
+        raise InputError(f"{src} is not a folder", "give a folder of RAW or .npy files")
+    try:
+        entries = sorted(p for p in src.iterdir() if not p.name.startswith(".") and p.is_file())
+    except OSError as exc:
+        raise InputError(f"cannot list {src} ({exc.strerror or exc})", "check the folder's permissions") from exc
+    wanted = set(RAW_SUFFIXES) | {NPY_SUFFIX}
+    inputs = [p for p in entries if p.suffix.lower() in wanted]
+    return inputs, [p for p in entries if p.suffix.lower() not in wanted]
+
+
+def output_names(inputs: list[Path], suffix: str) -> list[str]:
+    """<stem><suffix> for each input; inputs sharing a stem (a.dng, a.npy) keep their whole name (a.dng.png)."""
+    stems: dict[str, int] = {}
+    for p in inputs:
+        stems[p.stem.casefold()] = stems.get(p.stem.casefold(), 0) + 1
+    return [(p.stem if stems[p.stem.casefold()] == 1 else p.name) + suffix for p in inputs]
+
+
+def _output_folder(out_dir: Path) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"{out_dir} is a file; a folder of inputs needs an output folder", "give -o a folder name")
+    if not out_dir.exists() and out_dir.suffix.lower() in (".png", ".tif", ".tiff"):
+        raise OutputError(f"for a folder of inputs, -o names an output folder, not an image ({out_dir})",
+                          "give -o a folder name such as out/")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the output folder {out_dir} ({exc.strerror or exc})", "choose another -o folder") from exc
+
+
+def enhance_folder(
+    enhancer: Enhancer,
+    src_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    bits: int = 8,
+    fmt: str = "png",
+    black_level: float | None = None,
+    white_level: float | None = None,
+    pattern: str | None = None,
+    on_file: Callable[[int, int, dict], None] | None = None,
+    show_progress: bool = False,
+) -> dict:
+    """Enhance every RAW/.npy file of `src_dir` (sorted) into `out_dir`/<stem>.png (or .tif with `fmt='tiff'`).
+
+    Each output is written atomically. A file that fails is recorded with its reason and the
+    others go on; `on_file(done, total, entry)` is called after each file (progress, tests).
+    Levels and pattern apply to .npy files only (camera RAW files carry their own). Raises a
+    `UserError` before any work if the folder holds no input or the model cannot be loaded.
+    The result's 'failed' counts the files that failed.
+    """
+    from .progress import Progress
+
+    if fmt not in OUTPUT_SUFFIXES:
+        raise OutputError(f"unknown output format '{fmt}'", f"choose from {', '.join(OUTPUT_SUFFIXES)}")
+    src, out = Path(src_dir), Path(out_dir)
+    inputs, skipped = folder_inputs(src)
+    if not inputs:
+        raise InputError(f"{src} holds no RAW or .npy files", f"looked for {', '.join(RAW_SUFFIXES + (NPY_SUFFIX,))}")
+    _output_folder(out)
+    names = output_names(inputs, OUTPUT_SUFFIXES[fmt])
+    check_output_path(out / names[0])  # writable, before the model loads
+    enhancer.backend  # load once, before the first file: a model that cannot load stops the batch here
+    progress = Progress(len(inputs), "enhance", enabled=show_progress)
+    results: list[dict] = []
+    start = time.perf_counter()
+    for done, (source, name) in enumerate(zip(inputs, names), 1):
+        target = out / name
+        levels = {"black_level": black_level, "white_level": white_level, "pattern": pattern}
+        try:
+            result = enhancer.enhance_file(source, target, bits, **(levels if source.suffix.lower() == NPY_SUFFIX else {}))
+        except UserError as exc:
+            entry = {"input": str(source), "error": str(exc)}
+            log.error("%s: %s", source.name, exc)
+        except Exception as exc:  # a bug on one file must not lose the others; the reason says it is one
+            entry = {"input": str(source), "error": f"internal error: {type(exc).__name__}: {_one_line(exc)}"}
+            log.error("%s: %s (run with -vv for the traceback)", source.name, entry["error"])
+            log.debug("traceback for %s", source.name, exc_info=True)
+        else:
+            entry = {"input": str(source), "output": str(target), "size": list(result.image.shape[:2]),
+                     "gain": result.gain, "seconds": {k: round(v, 4) for k, v in result.seconds.items()}}
+        results.append(entry)
+        progress.update(done, source.name)
+        if on_file is not None:
+            on_file(done, len(inputs), entry)
+    failed = sum("error" in r for r in results)
+    return {
+        "input": str(src),
+        "output": str(out),
+        "files": len(inputs),
+        "ok": len(inputs) - failed,
+        "failed": failed,
+        "skipped": [str(p) for p in skipped],
+        "results": results,
+        "seconds": round(time.perf_counter() - start, 3),
+    }

@@ -121,14 +121,19 @@ def artifact_spec(folder: str | os.PathLike) -> ModelSpec:
 
 
 def collect_models(artifacts: list[str], all_targets: bool, sizes: list[tuple[int, int]], artifacts_root: Path,
-                   sid: bool, checkpoint: str | None = None, targets: list[str] | None = None) -> tuple[list[ModelSpec], list[dict]]:
-    """The models to measure, the FP32 reference first at every size; export failures become rows."""
+                   sid: bool, checkpoint: str | None = None, targets: list[str] | None = None,
+                   bundle_specs: list[ModelSpec] = ()) -> tuple[list[ModelSpec], list[dict]]:
+    """The models to measure, the FP32 reference first at every size; export failures become rows.
+
+    A bundle brings its own reference (x86 PyTorch answers), so no local reference or SID is added
+    at its size: the comparison is with the machine that built it."""
     from .export import artifact_folder, export_all
 
-    specs, failures = [], []
+    specs, failures = list(bundle_specs), []
     for folder in artifacts:
         specs.append(artifact_spec(folder))
-    wanted_sizes = list(dict.fromkeys(list(sizes) + [s.size for s in specs]))
+    bundle_sizes = {s.size for s in bundle_specs}
+    wanted_sizes = [s for s in dict.fromkeys(list(sizes) + [s.size for s in specs]) if s not in bundle_sizes]
     have_torch = _torch_available()
     for size in wanted_sizes:
         if all_targets:
@@ -163,6 +168,21 @@ def _signal_name(code: int) -> str:
         return signal.Signals(-code).name
     except ValueError:
         return f"signal {-code}"
+
+
+def worker_python() -> list[str] | None:
+    """How to start a worker's Python: LLPACK_WORKER_PYTHON (a JSON list, e.g. a qemu command under
+    emulation, where no binfmt handler starts an aarch64 executable by itself), else this interpreter."""
+    text = os.environ.get("LLPACK_WORKER_PYTHON")
+    if not text:
+        return None
+    try:
+        command = json.loads(text)
+    except json.JSONDecodeError:
+        command = None
+    if not isinstance(command, list) or not command or not all(isinstance(c, str) for c in command):
+        raise UserError("LLPACK_WORKER_PYTHON must be a JSON list of strings, e.g. [\"/usr/bin/python3\"]", "fix or unset it")
+    return command
 
 
 def run_worker(spec: ModelSpec, run_dir: Path, inputs: dict, repeat: int, options: dict) -> dict:
@@ -241,7 +261,7 @@ def profile(
         raise UserError("--runs and --repeats must be at least 1 and --warmup at least 0")
     artifacts = list(artifacts or [])
     if not artifacts and not all_targets:
-        raise UserError("nothing to profile", "name artifact folders, or pass --all to export and profile every target")
+        raise UserError("nothing to profile", "name artifact folders or a bundle, or pass --all to export and profile every target")
     parsed = [parse_size(s) if isinstance(s, str) else tuple(s) for s in (sizes or ([] if artifacts else ["512x512"]))]
     run_dir = Path(out)
     try:
@@ -249,14 +269,33 @@ def profile(
     except OSError as exc:
         raise UserError(f"cannot create the report folder {run_dir} ({exc.strerror})", "pass --out with a writable folder") from exc
 
-    specs, failures = collect_models(artifacts, all_targets, parsed, Path(artifacts_root), sid, checkpoint, targets)
-    inputs = {}
+    from .bundle import is_bundle, open_bundle
+
+    bundles = [open_bundle(a, run_dir / "bundle") for a in artifacts if is_bundle(a)]
+    bundle_specs, inputs = [], {}
+    for bundle in bundles:
+        if profile_info is None:
+            from profiles import load_device_profile
+
+            profile_info = load_device_profile(bundle.info["device"])
+            threads = threads or profile_info["threads"]
+        for folder in bundle.artifacts:
+            spec = artifact_spec(folder)
+            spec.extra["parity"] = bundle.parity_for(spec.label)
+            bundle_specs.append(spec)
+            folder_in = bundle.inputs_folder(spec.size)
+            inputs[spec.size] = {"folder": str(folder_in), "sample": str(folder_in / "sample.dng"), "sample_ratio": SAMPLE_RATIO,
+                                 **json.loads((folder_in / "scenes.json").read_text()), "from_bundle": str(bundle.root)}
+    plain = [a for a in artifacts if not is_bundle(a)]
+    specs, failures = collect_models(plain, all_targets, parsed, Path(artifacts_root), sid, checkpoint, targets, bundle_specs)
     for size in dict.fromkeys(s.size for s in specs):
+        if size in inputs:
+            continue
         folder = run_dir / "inputs" / f"{size[0]}x{size[1]}"
         (folder / "reference.npz").unlink(missing_ok=True)  # quality is scored against this run's reference only
         inputs[size] = {"folder": str(folder), **prepare_inputs(folder, size)}
     options = {"threads": threads, "runs": runs, "warmup": warmup,
-               "timeout": float(timeout) if timeout else DEFAULT_TIMEOUT_S}
+               "timeout": float(timeout) if timeout else DEFAULT_TIMEOUT_S, "python_prefix": worker_python()}
     progress = Progress(len(specs) * repeats, "profile", enabled=show_progress, every_s=0.0)
     measured: dict[str, list[dict]] = {s.key: [] for s in specs}
     done = 0

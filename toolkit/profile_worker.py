@@ -133,10 +133,17 @@ class LLPackNetModel:
         from .params import count_artifact_parameters
 
         model = self.manifest["model"]
+        details = getattr(self.runner, "runtime_details", None)
         return {"params": count_artifact_parameters(self.folder, self.manifest),
                 "file_bytes": sum((self.folder / name).stat().st_size for name in self.manifest["files"]),
                 "macs_per_pixel": model.get("macs_per_pixel"), "runtime": self.target.runtime_version(),
+                "runtime_details": details() if details else None,
                 "degraded": bool(self.manifest["validation"].get("degraded"))}
+
+    def output_scale(self) -> float | None:
+        """The int8 output's quantisation step, to express differences in steps."""
+        quant = self.manifest["output"].get("quantization")
+        return float(quant["scale"]) if quant else None
 
     def gain(self, mosaic: np.ndarray, ratio: float) -> float:
         from .artifact import automatic_gain
@@ -235,7 +242,19 @@ def measure(spec: dict) -> dict:
         "stages_ms": {"decode": decode_ms, "preprocess": pre_ms, "inference": latency["p50"], "postprocess": post_ms},
         "quality": quality(model, spec, inputs) if spec["kind"] != "sid-unet" else None,
     }
+    if spec.get("parity"):
+        result["parity"] = parity(model, spec["parity"])
     return result
+
+
+def parity(model: LLPackNetModel, expected: dict) -> dict:
+    """This machine's output for the exact input another machine recorded, against that machine's output."""
+    packed = np.load(expected["input"], allow_pickle=False)
+    reference = np.load(expected["output"], allow_pickle=False)
+    difference = float(np.max(np.abs(model.run(packed) - reference)))
+    scale = model.output_scale()
+    return {"against": expected["against"], "max_abs_diff": difference,
+            "quantisation_steps": round(difference / scale, 3) if scale else None}
 
 
 def quality(model: LLPackNetModel, spec: dict, inputs: Path) -> dict:

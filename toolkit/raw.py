@@ -19,6 +19,11 @@ from .bayer import MIN_SIZE, normalise_pattern
 from .errors import InputError
 
 NPY_SUFFIX = ".npy"
+# Camera RAW suffixes a folder of inputs is scanned for (LibRaw decides whether it can read each).
+RAW_SUFFIXES = (
+    ".dng", ".arw", ".srf", ".sr2", ".nef", ".nrw", ".cr2", ".cr3", ".crw", ".orf", ".rw2", ".rwl", ".raw",
+    ".pef", ".ptx", ".srw", ".raf", ".3fr", ".fff", ".iiq", ".erf", ".kdc", ".dcr", ".mos", ".mrw", ".x3f",
+)
 
 
 @dataclass
@@ -147,6 +152,57 @@ def _mosaic_from_libraw(raw, name: str) -> Mosaic:
     )
 
 
+def _first_line(exc: BaseException, limit: int = 160) -> str:
+    text = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_npy_header(name: str) -> None:
+    """Read the .npy header alone and refuse, before any data is read, what cannot be a mosaic.
+
+    Object arrays (pickle), records, strings, other than 2-D, and headers that promise more
+    data than the file holds are refused without allocating or unpickling anything.
+    """
+    fmt = np.lib.format
+    if _peek(name, 4) == b"PK\x03\x04":
+        raise InputError(f"{name}: is an .npz archive, not one .npy array", "save one 2-D array with numpy.save")
+    try:
+        with open(name, "rb") as fh:
+            version = fmt.read_magic(fh)
+            if version == (1, 0):
+                shape, _, dtype = fmt.read_array_header_1_0(fh)
+            elif version == (2, 0):
+                shape, _, dtype = fmt.read_array_header_2_0(fh)
+            else:
+                raise InputError(f"{name}: .npy format version {version[0]}.{version[1]} is not supported",
+                                 "save a plain numeric array with numpy.save")
+            available = os.fstat(fh.fileno()).st_size - fh.tell()
+    except InputError:
+        raise
+    except OSError as exc:
+        raise InputError(f"{name}: cannot read this .npy file ({exc.strerror or exc})", "check the file's permissions") from exc
+    except (ValueError, TypeError, SyntaxError, OverflowError, MemoryError, RecursionError, KeyError) as exc:
+        raise InputError(f"{name}: not a readable .npy array ({_first_line(exc)})", "save it with numpy.save") from exc
+    if dtype.hasobject:
+        raise InputError(f"{name}: the array needs pickle to load, which is refused", "save a plain numeric array")
+    if dtype.kind not in "uif" or dtype.shape:
+        raise InputError(f"{name}: array dtype {dtype} is not a number type", "save uint16 counts or float32 values")
+    if len(shape) != 2:
+        raise InputError(f"{name}: array has shape {shape}, a Bayer mosaic is 2-D (H x W)", "save a single-plane mosaic")
+    needed = int(shape[0]) * int(shape[1]) * dtype.itemsize
+    if needed > available:
+        raise InputError(f"{name}: cannot read {shape[0]}x{shape[1]} {dtype} values, the file is truncated",
+                         "copy or save the .npy file again")
+
+
+def _peek(name: str, count: int) -> bytes:
+    try:
+        with open(name, "rb") as fh:
+            return fh.read(count)
+    except OSError:
+        return b""
+
+
 def read_npy_mosaic(
     path: str | os.PathLike,
     black_level: float | None = None,
@@ -159,14 +215,17 @@ def read_npy_mosaic(
     white 1 (already normalised).
     """
     name = str(path)
+    _check_npy_header(name)
     try:
         array = np.load(name, allow_pickle=False, mmap_mode=None)
     except ValueError as exc:
         if "pickle" in str(exc).lower() or "object" in str(exc).lower():
             raise InputError(f"{name}: the array needs pickle to load, which is refused", "save a plain numeric array") from exc
-        raise InputError(f"{name}: not a readable .npy array ({exc})", "save it with numpy.save") from exc
+        raise InputError(f"{name}: not a readable .npy array ({_first_line(exc)})", "save it with numpy.save") from exc
     except (OSError, EOFError) as exc:
-        raise InputError(f"{name}: cannot read this .npy file ({exc})", "save it again with numpy.save") from exc
+        raise InputError(f"{name}: cannot read this .npy file ({_first_line(exc)})", "save it again with numpy.save") from exc
+    except (TypeError, SyntaxError, OverflowError, MemoryError, RecursionError) as exc:  # numpy's odd ones on damaged files
+        raise InputError(f"{name}: not a readable .npy array ({type(exc).__name__})", "save it with numpy.save") from exc
     if not isinstance(array, np.ndarray):
         raise InputError(f"{name}: holds several arrays, not one mosaic", "save one 2-D array with numpy.save")
     if array.ndim != 2:
@@ -184,8 +243,14 @@ def read_npy_mosaic(
             )
     black = 0.0 if black_level is None else float(black_level)
     white = 1.0 if white_level is None else float(white_level)
+    if not (np.isfinite(black) and np.isfinite(white)):
+        raise InputError(f"the black and white levels must be finite numbers, not {black} and {white}",
+                         "check --black-level and --white-level")
+    data = normalise_levels(array, black, white)
+    if not np.all(np.isfinite(data)):
+        raise InputError(f"{name}: values beyond the float32 range", "save counts or values in [0, 1]")
     return Mosaic(
-        data=normalise_levels(array, black, white),
+        data=data,
         pattern=normalise_pattern(pattern),
         black_level=(black,) * 4,
         white_level=white,

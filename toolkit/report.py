@@ -69,6 +69,8 @@ def aggregate(label: str, size: tuple[int, int], results: list[dict]) -> dict:
         "repeats": len(results),
         "degraded": first.get("degraded", False),
         "runtime": first.get("runtime"),
+        "runtime_details": first.get("runtime_details"),
+        "parity": first.get("parity"),
         "params": first["params"],
         "file_bytes": first["file_bytes"],
         "gmacs": float(f"{macs * size[0] * size[1] / 1e9:.6g}") if macs else None,
@@ -133,6 +135,36 @@ def sid_comparison(rows: list[dict]) -> list[dict]:
     return out
 
 
+def judge_parity(row: dict) -> None:
+    """Device output against the machine that built the bundle: FP32 within 1e-5, INT8 exact through
+    XNNPACK and within 8 quantisation steps without it (other integer kernels round differently)."""
+    from .bundle import FP32_PARITY, INT8_STEPS_WITHOUT_XNNPACK
+
+    parity = row.get("parity")
+    if not parity or row["status"] == "failed":
+        return
+    xnnpack = (row.get("runtime_details") or {}).get("xnnpack")
+    row.setdefault("warnings", [])
+    if row["target"] == "tflite" and xnnpack is False:
+        row["warnings"].append("XNNPACK was not applied: this runtime runs the graph on its reference kernels"
+                               + (" (INT8 is then slower than FP32: use the FP32 artifact or install ai-edge-litert)"
+                                  if row["precision"] == "int8" else ""))
+    if row["precision"] == "fp32":
+        parity["tolerance"] = f"max abs difference <= {FP32_PARITY:g}"
+        parity["ok"] = parity["max_abs_diff"] <= FP32_PARITY
+    elif xnnpack:
+        parity["tolerance"] = "identical (XNNPACK on both machines)"
+        parity["ok"] = parity["max_abs_diff"] == 0.0
+    else:
+        parity["tolerance"] = f"<= {INT8_STEPS_WITHOUT_XNNPACK} quantisation steps (no XNNPACK)"
+        parity["ok"] = (parity["quantisation_steps"] or 0) <= INT8_STEPS_WITHOUT_XNNPACK
+    for warning in row["warnings"]:
+        log.warning("%s: %s", row["label"], warning)
+    if not parity["ok"]:
+        row["status"] = "failed"
+        row["error"] = f"output differs from {parity['against']}: max abs {parity['max_abs_diff']:.3g}, allowed {parity['tolerance']}"
+
+
 def build_report(specs, measured: dict, failures: list[dict], inputs: dict, options: dict, repeats: int,
                  machine: dict, device_profile: dict | None, started: str) -> dict:
     rows = [aggregate(spec.label, spec.size, measured[spec.key]) for spec in specs]
@@ -141,6 +173,7 @@ def build_report(specs, measured: dict, failures: list[dict], inputs: dict, opti
         rows.append({"label": failure["label"], "target": target, "precision": precision, "size": failure["size"],
                      "status": "failed", "error": f"export failed: {failure['error']}", "repeats": 0})
     for row in rows:
+        judge_parity(row)
         reference = next((r for r in rows if r["label"] == REFERENCE and r["size"] == row["size"]), None)
         row["vs_fp32"] = ratios_against(row, reference) if row["label"] != SID_LABEL or reference else None
     sizes = {f"{h}x{w}": {k: v for k, v in info.items() if k != "folder"} for (h, w), info in inputs.items()}
@@ -162,6 +195,10 @@ def build_report(specs, measured: dict, failures: list[dict], inputs: dict, opti
 # ---------------------------------------------------------------- rendering
 def _fmt(value, spec: str = ".1f", missing: str = "-") -> str:
     return missing if value is None else format(value, spec)
+
+
+def _times(value) -> str:
+    return "-" if value is None else f"{value:.2f}x"
 
 
 def _quality_text(row: dict) -> str:
@@ -189,7 +226,7 @@ def render_table(report: dict) -> str:
             f"{_label(row):<27}{size:>10}{row['params']:>11,}{row['file_bytes'] / 1e6:>7.2f}{_fmt(row['gmacs'], '.3g'):>8}"
             f"{row['latency_ms']['p50']:>10.1f}{row['latency_ms']['noise_pct']:>6.0f}%{row['throughput_mp_s']:>7.2f}"
             f"{row['peak_rss_mb']:>9.0f}{row['peak_rss_above_baseline_mb']:>7.0f}{_quality_text(row):>9}"
-            f"{_fmt(row.get('psnr_vs_gt_db'), '.2f'):>7}{_fmt(v.get('speed_up'), '.2f') + 'x':>7}{_fmt(v.get('memory'), '.2f') + 'x':>6}")
+            f"{_fmt(row.get('psnr_vs_gt_db'), '.2f'):>7}{_times(v.get('speed_up')):>7}{_times(v.get('memory')):>6}")
     for sid in report.get("vs_sid_unet", []):
         lines.append(f"vs SID U-Net at {sid['size'][0]}x{sid['size'][1]} (FP32 PyTorch both): {sid['fewer_parameters']:.2f}x fewer parameters, "
                      f"{_fmt(sid['fewer_gmacs'], '.2f')}x fewer GMACs, {sid['less_memory']:.2f}x less memory, {sid['faster']:.2f}x faster "
@@ -229,7 +266,7 @@ def render_markdown(report: dict) -> str:
             f"{row['load_ms']:.0f} | {row['first_ms']:.0f} | {lat['p50']:.1f} | {lat['p90']:.1f} | {lat['p99']:.1f} | "
             f"{lat['noise_pct']:.0f}% | {row['throughput_mp_s']:.2f} | {row['peak_rss_mb']:.0f} | {row['peak_rss_above_baseline_mb']:.0f} | "
             f"{_quality_text(row)} | {_fmt(row.get('psnr_vs_gt_db'), '.2f')} / {_fmt(row.get('ssim_vs_gt'), '.3f')} | "
-            f"{_fmt(v.get('speed_up'), '.2f')}x | {_fmt(v.get('memory'), '.2f')}x | {_fmt(v.get('size'), '.2f')}x |")
+            f"{_times(v.get('speed_up'))} | {_times(v.get('memory'))} | {_times(v.get('size'))} |")
     lines += ["", "## Stages a camera pays for (median ms)", "",
               "| model | size | RAW decode | pre-processing | inference | post-processing | end to end | outside the network |",
               "|---|---|---|---|---|---|---|---|"]
@@ -341,3 +378,81 @@ def read_report(path: str | os.PathLike) -> dict:
     if not isinstance(report.get("results"), list) or not isinstance(report.get("machine"), dict):
         raise UserError(f"{file} lacks its results or machine section", "profile again")
     return report
+
+
+# ---------------------------------------------------------------- several machines
+def machine_name(report: dict) -> str:
+    m = report["machine"]
+    name = m.get("board") or f"{m['cpu']} ({m['arch']})"
+    return name + (f" [emulated {m['emulated']}]" if m.get("emulated") else "")
+
+
+def merge_reports(paths: list[str | os.PathLike], out: str | os.PathLike | None = None) -> dict:
+    """Reports from several machines side by side, ratios against the FP32 PyTorch run at the same size."""
+    reports = [read_report(p) for p in paths]
+    rows = []
+    for report in reports:
+        for row in report["results"]:
+            rows.append({**row, "machine": machine_name(report), "emulated": bool(report["machine"].get("emulated"))})
+    references = [r for r in rows if r["label"] == REFERENCE and r["status"] in ("ok", "partial")]
+    for row in rows:
+        candidates = [r for r in references if r["size"] == row["size"]]
+        reference = min(candidates, key=lambda r: r["emulated"], default=None)  # a real machine's reference first
+        row["vs_fp32"] = ratios_against(row, reference)
+    merged = {"schema": "llpacknet-edge/merged-report", "schema_version": 1,
+              "machines": [{"name": machine_name(r), **r["machine"]} for r in reports],
+              "sources": [str(p) for p in paths], "results": rows}
+    if out:
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(folder / "merged.json", merged)
+        atomic_write_bytes(folder / "merged.md", (render_merged(merged) + "\n").encode())
+        merged["plots"] = _merged_plot(folder, merged)
+        merged["path"] = str(folder)
+    return merged
+
+
+def render_merged(merged: dict) -> str:
+    lines = ["| machine | model | size | p50 ms | noise | peak MB | above import MB | PSNR vs FP32 | parity | speed-up vs FP32 PyTorch |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in merged["results"]:
+        size = f"{row['size'][0]}x{row['size'][1]}"
+        if row["status"] == "failed":
+            lines.append(f"| {row['machine']} | {_label(row)} | {size} | FAILED: {row['error']} | | | | | | |")
+            continue
+        parity = row.get("parity")
+        parity_text = "-" if not parity else f"{'ok' if parity.get('ok') else 'MISMATCH'} ({parity['max_abs_diff']:.2g})"
+        v = row.get("vs_fp32") or {}
+        lines.append(f"| {row['machine']} | {_label(row)} | {size} | {row['latency_ms']['p50']:.1f} | {row['latency_ms']['noise_pct']:.0f}% | "
+                     f"{row['peak_rss_mb']:.0f} | {row['peak_rss_above_baseline_mb']:.0f} | {_quality_text(row)} | {parity_text} | "
+                     f"{_times(v.get('speed_up'))} |")
+    if any(r["emulated"] for r in merged["results"]):
+        lines.append("\nEmulated rows ran under qemu user-mode emulation: their timings are not a real board's.")
+    return "\n".join(lines)
+
+
+def _merged_plot(folder: Path, merged: dict) -> list[str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    rows = [r for r in merged["results"] if r["status"] != "failed"]
+    if not rows:
+        return []
+    fig, ax = plt.subplots(figsize=(max(6, 1.0 * len(rows)), 4.5))
+    machines = list(dict.fromkeys(r["machine"] for r in rows))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    names = [f"{r['label']}\n{r['size'][0]}x{r['size'][1]}\n{machines.index(r['machine']) + 1}" for r in rows]
+    ax.bar(names, [r["latency_ms"]["p50"] for r in rows], color=[colours[machines.index(r["machine"]) % len(colours)] for r in rows])
+    ax.set_yscale("log")
+    ax.set_ylabel("latency ms (median, log scale)")
+    ax.set_title("Latency per machine: " + "; ".join(f"{i + 1} = {m}" for i, m in enumerate(machines)), fontsize=8)
+    ax.tick_params(axis="x", labelsize=6)
+    fig.tight_layout()
+    with atomic_path(folder / "merged.png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return ["merged.png"]

@@ -281,6 +281,9 @@ def profile(
             threads = threads or profile_info["threads"]
         for folder in bundle.artifacts:
             spec = artifact_spec(folder)
+            from targets import get_target
+
+            get_target(spec.target).check_runtime(f"profiling the {bundle.info['device']} bundle")  # names the extra
             spec.extra["parity"] = bundle.parity_for(spec.label)
             bundle_specs.append(spec)
             folder_in = bundle.inputs_folder(spec.size)

@@ -1,0 +1,134 @@
+"""Raspberry Pi bundles: self-contained, checksummed, refused when altered, profiled with parity."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from conftest import needs_torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZE = "64x96"
+
+
+def _llpack(*args, env=None, timeout=600):
+    return subprocess.run([sys.executable, "-m", "toolkit.cli", *args], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    pytest.importorskip("torch")
+    pytest.importorskip("ai_edge_litert")
+    pytest.importorskip("litert_torch")
+    from toolkit.bundle import build_bundle
+
+    root = tmp_path_factory.mktemp("bundle")
+    return build_bundle("rpi5", root / "bundle-rpi5", ["fp32", "int8"], SIZE, root / "artifacts", show_progress=False)
+
+
+@needs_torch
+def test_bundle_holds_everything_the_board_needs_with_checksums(bundle):
+    folder = Path(bundle["path"])
+    info = json.loads((folder / "bundle.json").read_text())
+    assert info["device"] == "rpi5" and info["size"] == [64, 96] and info["precisions"] == ["fp32", "int8"]
+    files = set(info["files"])
+    for name in ("README.md", "inputs/64x96/sample.dng", "inputs/64x96/scenes.npz", "inputs/64x96/reference.npz",
+                 "x86/sample_packed.npy", "x86/torch-fp32.output.npy", "x86/tflite-fp32.output.npy", "x86/tflite-int8.output.npy",
+                 "x86/ground_truth.png", "x86/report.json", "artifacts/tflite-int8-64x96/model.tflite",
+                 "artifacts/tflite-int8-64x96/manifest.json"):
+        assert name in files, name
+    assert info["wheel"] and f"wheels/{info['wheel']}" in files
+    readme = (folder / "README.md").read_text()
+    assert 'llpacknet-edge' in readme and "[runtime]" in readme and "tflite-runtime==2.14.0" in readme and "llpack profile" in readme
+    with tarfile.open(bundle["archive"]) as tar:
+        assert f"bundle-rpi5/bundle.json" in tar.getnames()
+
+
+@needs_torch
+def test_profiling_a_bundle_checks_parity_and_merges_with_x86(bundle, tmp_path):
+    result = _llpack("profile", bundle["archive"], "--runs", "2", "--repeats", "1", "--out", str(tmp_path / "prof"), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["device_profile"] == "rpi5" and report["settings"]["threads"] == 4
+    rows = {r["label"]: r for r in report["results"]}
+    assert set(rows) == {"tflite-fp32", "tflite-int8"}  # the reference is the bundle's x86 run, not a local one
+    for row in rows.values():
+        assert row["status"] == "ok" and row["parity"]["ok"] and row["runtime_details"]["xnnpack"]
+        assert row["psnr_vs_fp32_db"] is not None  # against the x86 FP32 PyTorch images in the bundle
+    assert rows["tflite-fp32"]["parity"]["max_abs_diff"] <= 1e-5
+    assert rows["tflite-int8"]["parity"]["max_abs_diff"] == 0.0  # XNNPACK on both sides: bit-identical
+    merged = _llpack("report", "merge", str(tmp_path / "prof"), str(Path(bundle["path"]) / "x86" / "report.json"),
+                     "--out", str(tmp_path / "merged"), "--json")
+    assert merged.returncode == 0, merged.stderr
+    rows = json.loads(merged.stdout)["results"]
+    assert len(rows) == 5 and all(r["vs_fp32"]["reference"] == "torch-fp32 64x96" for r in rows)
+    assert (tmp_path / "merged" / "merged.md").exists() and (tmp_path / "merged" / "merged.png").exists()
+
+
+@needs_torch
+@pytest.mark.parametrize("damage", ["alter", "remove"])
+def test_an_altered_or_missing_file_is_refused_by_name(bundle, tmp_path, damage):
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle["path"], copy)
+    victim = copy / "artifacts" / "tflite-int8-64x96" / "model.tflite"
+    if damage == "alter":
+        data = bytearray(victim.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        victim.write_bytes(bytes(data))
+    else:
+        victim.unlink()
+    result = _llpack("profile", str(copy), "--out", str(tmp_path / "prof"))
+    assert result.returncode == 2
+    assert "artifacts/tflite-int8-64x96/model.tflite" in result.stderr
+    assert ("does not match its checksum" if damage == "alter" else "is missing") in result.stderr
+
+
+def _archive(path: Path, members: list[tuple[str, bytes | None, str | None]]) -> Path:
+    import io
+
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data, link in members:
+            info = tarfile.TarInfo(name)
+            if link is not None:
+                info.type, info.linkname = tarfile.SYMTYPE, link
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.mark.parametrize("name,link", [("../escaped.txt", None), ("/tmp/absolute-escape.txt", None), ("bundle/evil", "/etc/passwd")])
+def test_unsafe_archives_are_never_extracted(tmp_path, name, link):
+    archive = _archive(tmp_path / "evil.tar.gz", [("bundle/bundle.json", b"{}", None), (name, b"owned", link)])
+    work = tmp_path / "work"
+    work.mkdir()
+    result = _llpack("profile", str(archive), "--out", str(work / "prof"))
+    assert result.returncode == 2 and ("unsafe path" in result.stderr or "link or special file" in result.stderr)
+    assert not (tmp_path / "escaped.txt").exists() and not Path("/tmp/absolute-escape.txt").exists()
+    assert not (work / "prof" / "bundle").exists()  # nothing at all was extracted
+
+
+def test_a_corrupt_archive_is_refused(tmp_path):
+    archive = tmp_path / "broken.tar.gz"
+    archive.write_bytes(b"\x1f\x8b\x08\x00 not really gzip")
+    result = _llpack("profile", str(archive), "--out", str(tmp_path / "prof"))
+    assert result.returncode == 2 and "not a readable .tar.gz bundle" in result.stderr
+
+
+@needs_torch
+def test_a_bundle_whose_runtime_is_missing_says_what_to_install(bundle, tmp_path):
+    blocker = tmp_path / "block"
+    for module in ("ai_edge_litert", "tflite_runtime"):
+        (blocker / module).mkdir(parents=True)
+        (blocker / module / "__init__.py").write_text("raise ImportError('not installed')\n")
+    result = _llpack("profile", bundle["path"], "--out", str(tmp_path / "prof"), env={"PYTHONPATH": str(blocker)})
+    assert result.returncode == 2
+    assert 'pip install "llpacknet-edge[runtime]"' in result.stderr and "rpi5 bundle" in result.stderr

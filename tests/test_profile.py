@@ -184,10 +184,10 @@ def test_nothing_to_profile_is_a_user_error(tmp_path):
 
 def test_report_reader_refuses_foreign_files(tmp_path):
     (tmp_path / "report.json").write_text(json.dumps({"schema": "something-else"}))
-    result = _llpack("report", str(tmp_path))
+    result = _llpack("report", "show", str(tmp_path))
     assert result.returncode == 2 and "not an LLPackNet Edge profile report" in result.stderr
     (tmp_path / "report.json").write_text("{broken")
-    assert "not valid JSON" in _llpack("report", str(tmp_path)).stderr
+    assert "not valid JSON" in _llpack("report", "show", str(tmp_path)).stderr
 
 
 def test_aggregate_states_run_to_run_noise_and_keeps_failed_repeats():

@@ -25,8 +25,11 @@ from .raw import NPY_SUFFIX, RAW_SUFFIXES, Mosaic, read_mosaic
 log = logging.getLogger(__name__)
 
 
+MAX_GAIN = 1e5  # far above any exposure ratio (100-300); beyond it float32 inputs head for overflow
+
+
 def parse_ratio(value: str | float | None) -> float | None:
-    """'auto' or None -> None (automatic gain); otherwise a positive, finite exposure ratio."""
+    """'auto' or None -> None (automatic gain); otherwise a positive exposure ratio up to `MAX_GAIN`."""
     if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
         return None
     try:
@@ -35,6 +38,8 @@ def parse_ratio(value: str | float | None) -> float | None:
         raise InputError(f"--ratio must be 'auto' or a number, not '{value}'", "for example --ratio 100") from None
     if not math.isfinite(ratio) or ratio <= 0:
         raise InputError(f"--ratio must be a positive number, not {value}", "typical exposure ratios are 100 to 300")
+    if ratio > MAX_GAIN:
+        raise InputError(f"--ratio must be at most {MAX_GAIN:g}, not {value}", "typical exposure ratios are 100 to 300")
     return ratio
 
 
@@ -169,7 +174,20 @@ class Enhancer:
 
     def choose_gain(self, mosaic: Mosaic, ratio: float | None = None) -> float:
         ratio = ratio if ratio is not None else self.ratio
-        return ratio if ratio is not None else self.backend.automatic_gain(mosaic.data)
+        if ratio is not None:
+            return ratio
+        gain = self.backend.automatic_gain(mosaic.data)
+        if not (math.isfinite(gain) and 0 < gain <= MAX_GAIN):  # only damaged amplifier constants get here
+            raise self._model_error(f"the model's automatic gain is {gain:g}, outside (0, {MAX_GAIN:g}]",
+                                    "pass the exposure ratio instead, for example --ratio 100")
+        return gain
+
+    def _model_error(self, message: str, hint: str) -> UserError:
+        if isinstance(self.backend, ArtifactBackend):
+            from .artifact import ArtifactError
+
+            return ArtifactError(f"{self.backend.folder}: {message}", hint)
+        return UserError(message, hint)
 
     def enhance(self, mosaic: Mosaic, ratio: float | None = None) -> EnhanceResult:
         """Restore one mosaic; `ratio` overrides the enhancer's own setting for this call."""
@@ -183,6 +201,9 @@ class Enhancer:
         start = time.perf_counter()
         features = backend.run_packed(packed)[0]
         seconds["inference"] = time.perf_counter() - start
+        if not np.isfinite(features).all():  # damaged weights (or absurd inputs): never write garbage pixels
+            raise self._model_error(f"the network's output holds NaN or Inf values (gain {gain:g})",
+                                    "check the model or checkpoint, and the input's levels")
         start = time.perf_counter()
         image = np.clip(placement.crop(unpack_rgb(features)), 0.0, 1.0).transpose(1, 2, 0)
         seconds["postprocess"] = time.perf_counter() - start

@@ -297,6 +297,14 @@ def profile(
         folder = run_dir / "inputs" / f"{size[0]}x{size[1]}"
         (folder / "reference.npz").unlink(missing_ok=True)  # quality is scored against this run's reference only
         inputs[size] = {"folder": str(folder), **prepare_inputs(folder, size)}
+    from .params import count_artifact_parameters
+
+    for spec in specs:  # read from each model file here, so no worker's memory includes the reading
+        if spec.kind == "artifact":
+            try:
+                spec.extra["params"] = count_artifact_parameters(spec.path, read_manifest(spec.path))
+            except UserError as exc:
+                log.info("%s: parameters will be counted by its worker (%s)", spec.key, exc)
     options = {"threads": threads, "runs": runs, "warmup": warmup,
                "timeout": float(timeout) if timeout else DEFAULT_TIMEOUT_S, "python_prefix": worker_python()}
     progress = Progress(len(specs) * repeats, "profile", enabled=show_progress, every_s=0.0)

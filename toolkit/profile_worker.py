@@ -125,6 +125,7 @@ class LLPackNetModel:
         self.target = get_target(self.manifest["target"])
         self.target.check_runtime(f"profiling a {self.target.name} artifact")  # imports the runtime: the baseline
         self.threads = spec.get("threads")
+        self.params = spec.get("params")
 
     def load(self):
         self.runner = self.target.load(self.folder, self.manifest, self.threads)
@@ -134,7 +135,9 @@ class LLPackNetModel:
 
         model = self.manifest["model"]
         details = getattr(self.runner, "runtime_details", None)
-        return {"params": count_artifact_parameters(self.folder, self.manifest),
+        # Counted by the parent where it could, so reading the file (onnx, a second interpreter) adds nothing here.
+        params = self.params if self.params is not None else count_artifact_parameters(self.folder, self.manifest)
+        return {"params": params,
                 "file_bytes": sum((self.folder / name).stat().st_size for name in self.manifest["files"]),
                 "macs_per_pixel": model.get("macs_per_pixel"), "runtime": self.target.runtime_version(),
                 "runtime_details": details() if details else None,

@@ -11,6 +11,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from tokenize import TokenError
 from typing import Iterator
 
 import numpy as np
@@ -181,7 +182,8 @@ def _check_npy_header(name: str) -> None:
         raise
     except OSError as exc:
         raise InputError(f"{name}: cannot read this .npy file ({exc.strerror or exc})", "check the file's permissions") from exc
-    except (ValueError, TypeError, SyntaxError, OverflowError, MemoryError, RecursionError, KeyError) as exc:
+    except (ValueError, TypeError, SyntaxError, OverflowError, MemoryError, RecursionError, KeyError, TokenError) as exc:
+        # numpy parses the header as a Python literal; a damaged one surfaces the tokenizer's and parser's errors
         raise InputError(f"{name}: not a readable .npy array ({_first_line(exc)})", "save it with numpy.save") from exc
     if dtype.hasobject:
         raise InputError(f"{name}: the array needs pickle to load, which is refused", "save a plain numeric array")
@@ -246,7 +248,8 @@ def read_npy_mosaic(
     if not (np.isfinite(black) and np.isfinite(white)):
         raise InputError(f"the black and white levels must be finite numbers, not {black} and {white}",
                          "check --black-level and --white-level")
-    data = normalise_levels(array, black, white)
+    with np.errstate(over="ignore"):  # float64 beyond the float32 range: refused just below
+        data = normalise_levels(array, black, white)
     if not np.all(np.isfinite(data)):
         raise InputError(f"{name}: values beyond the float32 range", "save counts or values in [0, 1]")
     return Mosaic(

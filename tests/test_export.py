@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -297,3 +298,30 @@ def test_int8_gate_refuses_a_broken_quantization(tmp_path, monkeypatch):
     with pytest.raises(UserError, match=r"misses the accuracy bar .* after 3 attempt"):
         export_module.export("onnxruntime", "int8", SIZE, tmp_path / "broken")
     assert not (tmp_path / "broken").exists() and not list(tmp_path.glob(".*partial"))
+
+
+@needs_torch
+def test_export_all_survives_a_crash_a_hang_and_an_exception_and_resumes(tmp_path):
+    for module in ("openvino", "litert_torch", "onnx", "onnxruntime", "ai_edge_litert"):
+        pytest.importorskip(module)
+    from toolkit.export import export_all
+
+    faults = "export:openvino-fp32=crash,export:tflite-fp32=hang,export:onnxruntime-fp32=raise"
+    cmd = [sys.executable, "-m", "toolkit.cli", "export", "--all", "--size", "64x96", "--out", str(tmp_path), "--timeout", "90", "--json"]
+    first = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "LLPACK_INJECT_FAULT": faults})
+    assert first.returncode == 3, first.stderr
+    rows = {f"{r['target']}-{r['precision']}": r for r in json.loads(first.stdout)["results"]}
+    assert "SIGSEGV" in rows["openvino-fp32"]["error"]
+    assert "timed out after 90 s" in rows["tflite-fp32"]["error"]
+    assert "fault injected into export:onnxruntime-fp32" in rows["onnxruntime-fp32"]["error"]
+    ok = {k for k, r in rows.items() if r["status"] == "ok"}
+    assert {"torch-fp32", "openvino-int8", "tflite-int8"} <= ok
+    for failed in ("openvino-fp32", "tflite-fp32", "onnxruntime-fp32"):
+        assert not (tmp_path / f"{failed}-64x96").exists()
+    assert not list(tmp_path.glob(".*partial"))  # nothing a killed export left looks like an artifact
+    # The re-run keeps the finished, verified artifacts and rebuilds only what failed.
+    again = export_all((64, 96), tmp_path, allow_degraded=True, timeout=600)
+    rows = {f"{r['target']}-{r['precision']}": r for r in again["results"]}
+    assert again["failed"] == 0
+    assert {k for k, r in rows.items() if r["reused"]} >= ok - {"onnxruntime-int8"}
+    assert not any(rows[k]["reused"] for k in ("openvino-fp32", "tflite-fp32", "onnxruntime-fp32"))

@@ -241,13 +241,16 @@ def _add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="artifact folder (default runs/artifacts/TARGET-PRECISION-HxW)")
     p.add_argument("--checkpoint", help="weights to export; default: the built-in weights")
     p.add_argument("--allow-degraded", action="store_true", help="keep an artifact that misses its accuracy bar (marked in the manifest)")
+    p.add_argument("--timeout", type=float, default=3600.0, help="--all: seconds one export may take before it is killed (default 3600)")
+    p.add_argument("--no-reuse", dest="reuse", action="store_false", help="--all: rebuild artifacts that are already there and intact")
 
 
 def _run_export(args: argparse.Namespace) -> dict:
     from .export import export, export_all
 
     if args.all:
-        result = export_all(args.size, args.out or "runs/artifacts", args.checkpoint, args.calibration)
+        result = export_all(args.size, args.out or "runs/artifacts", args.checkpoint, args.calibration,
+                            reuse=args.reuse, allow_degraded=args.allow_degraded, timeout=args.timeout)
         if result["failed"]:
             raise PartialFailure(result, f"{result['failed']} of {len(result['results'])} exports failed")
         return result

@@ -93,11 +93,12 @@ class ArmEnvironment:
     def _view(self, cpu: str) -> Path:
         """The -L prefix for one CPU: the root folder plus that CPU's /proc/cpuinfo and /sys CPU files.
 
-        qemu passes the host's x86 /proc/cpuinfo through, and ai-edge-litert (cpuinfo, XNNPACK) needs
-        an ARM one; a file missing under the prefix falls back to the host's, so only these are given.
+        qemu 7.2 passes the host's x86 /proc/cpuinfo through; XNNPACK's CPU detection (cpuinfo) and
+        toolkit.machine need the board's. Any file missing under the prefix is the host's, so only these
+        are given, for as many cores as this process may use (the guest runs on those).
         """
-        spec = _cpu(cpu)
-        count = len(os.sched_getaffinity(0))  # the cores this process may use: the guest sees as many
+        _cpu(cpu)
+        count = len(os.sched_getaffinity(0))
         view = self.rootfs.parent / "views" / f"{cpu}-{count}cpu"
         if view.is_dir():
             return view
@@ -118,7 +119,6 @@ class ArmEnvironment:
                                    ("thread_siblings_list", i), ("core_siblings_list", every), ("package_cpus_list", every),
                                    ("cluster_cpus_list", every)):
                     _write(topology / name, f"{text}\n")
-            _write(stage / "sys" / "README", f"{spec.board}-like CPU files for qemu-aarch64 -cpu {cpu}\n")
             os.chmod(stage, 0o755)
             try:
                 os.rename(stage, view)
@@ -199,11 +199,12 @@ def _key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:10]
 
 
-ROOTFS_KEY = f"rootfs-{SUITE}-{_key(SUITE, DEBS, PYTHON)}"
+RECIPE = 2  # bump when the build steps change: every cache is rebuilt under a new name
+ROOTFS_KEY = f"rootfs-{SUITE}-{_key(RECIPE, SUITE, DEBS, PYTHON)}"
 
 
 def _site_key(runtime: str) -> str:
-    return f"site-{runtime}-{_key(RUNTIMES[runtime], DEVICE_PACKAGES, OPTIONAL_PACKAGES, PLATFORMS)}"
+    return f"site-{runtime}-{_key(RECIPE, RUNTIMES[runtime], DEVICE_PACKAGES, OPTIONAL_PACKAGES, PLATFORMS)}"
 
 
 class _Steps:
@@ -361,8 +362,13 @@ def _build_rootfs(root: Path, qemu: str, steps) -> Path:
     try:
         options = _apt_options(stage / "apt", keyring)
         steps(f"downloading Debian {SUITE} arm64 package lists")
-        _run(["apt-get", "-q", *options, "update"], f"download Debian {SUITE} arm64 package lists "
-             f"(apt-get update; no network to {DEBIAN_MIRROR}?)", 600)
+        what = f"download Debian {SUITE} arm64 package lists (apt-get update; no network to {DEBIAN_MIRROR}?)"
+        update = _run(["apt-get", "-q", *options, "update"], what, 600)
+        lines = (update.stdout + "\n" + update.stderr).splitlines()
+        failed = [line for line in lines if line.startswith("E:") or "Failed to fetch" in line] or \
+            [line for line in lines if line.startswith("Err:")]
+        if failed:  # apt-get update exits 0 when only some sources failed: a partial list is no use here
+            raise UserError(f"cannot {what}: {failed[0].strip()}")
         debs = stage / "debs"
         debs.mkdir()
         steps(f"downloading {len(DEBS)} arm64 packages (Python 3.11, glibc)")
@@ -380,6 +386,7 @@ def _build_rootfs(root: Path, qemu: str, steps) -> Path:
             raise UserError(f"the arm64 packages are incomplete (missing: {', '.join(missing) or PYTHON})")
         shutil.rmtree(stage / "apt")
         shutil.rmtree(debs)
+        (rootfs / "etc" / "ld.so.cache").touch()  # empty: the arm loader must not read the host's x86 cache
         _compile(qemu, rootfs, rootfs / "usr" / "lib" / "python3.11", "the standard library", steps)
         _publish(stage, final, {"suite": SUITE, "packages": versions, "mirror": DEBIAN_MIRROR,
                                 "built": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
@@ -399,6 +406,10 @@ def _pip(site: Path, requirements: list[str]) -> subprocess.CompletedProcess:
         raise UserError("pip install of the aarch64 wheels timed out after 900 s", "check the network connection to PyPI") from exc
 
 
+def _name(requirement: str) -> str:
+    return requirement.split(">")[0].split("<")[0].split("=")[0].strip().lower()
+
+
 def _installed(site: Path) -> dict:
     found = {}
     for meta in site.glob("*.dist-info"):
@@ -414,19 +425,21 @@ def _build_site(root: Path, runtime: str, qemu: str, rootfs: Path, steps) -> Pat
     stage = _stage(root, runtime)
     try:
         site = stage / "site"
-        required = [*RUNTIMES[runtime], *DEVICE_PACKAGES]
-        steps(f"pip-installing aarch64 cp311 wheels: {' '.join(required + list(OPTIONAL_PACKAGES))}")
-        proc = _pip(site, required + list(OPTIONAL_PACKAGES))
-        missing: list[str] = []
-        if proc.returncode != 0:
-            steps(f"pip failed with the optional packages ({_last_line(proc)}); retrying without them")
+        required, optional = [*RUNTIMES[runtime], *DEVICE_PACKAGES], list(OPTIONAL_PACKAGES)
+        steps(f"pip-installing aarch64 cp311 wheels: {' '.join(required + optional)}")
+        proc = _pip(site, required + optional)
+        blamed = [req for req in optional if _name(req) in _last_line(proc).lower()]
+        if proc.returncode != 0 and blamed:  # e.g. no aarch64 cp311 wheel of rawpy: the rest still works
+            steps(f"pip failed on {', '.join(map(_name, blamed))} ({_last_line(proc)}); retrying without it")
             shutil.rmtree(site, ignore_errors=True)
-            proc = _pip(site, required)
-            if proc.returncode != 0:
-                raise UserError(f"cannot pip install the aarch64 wheels for {runtime} "
-                                f"(no network to PyPI, or no cp311 aarch64 wheel?): {_last_line(proc)}")
-            missing = list(OPTIONAL_PACKAGES)
-            steps(f"no aarch64 cp311 wheel for {', '.join(missing)}: emulated runs cannot read camera RAW files")
+            optional = [req for req in optional if req not in blamed]
+            proc = _pip(site, required + optional)
+        if proc.returncode != 0:
+            raise UserError(f"cannot pip install the aarch64 wheels for {runtime} "
+                            f"(no network to PyPI, or no cp311 aarch64 wheel?): {_last_line(proc)}")
+        missing = [_name(req) for req in OPTIONAL_PACKAGES if req not in optional]
+        if missing:
+            steps(f"installed without {', '.join(missing)}: emulated runs cannot read camera RAW files")
         _compile(qemu, rootfs, site, f"the {runtime} wheels", steps)
         packages = _installed(site)
         _publish(stage, final, {"runtime": runtime, "packages": packages, "missing": missing, "platforms": list(PLATFORMS),
@@ -448,19 +461,22 @@ def ensure_arm_environment(runtime: str = DEFAULT_RUNTIME, show_progress: bool =
     _check_host()
     steps = _Steps(show_progress)
     root = Path(cache) if cache else cache_root()
-    qemu = ensure_qemu(steps)
     base, site = root / ROOTFS_KEY, root / _site_key(runtime)
-    if not (_complete(base) and _complete(site)):
-        _check_qemu_cpus(qemu)
-        try:
+    try:
+        qemu = _find_qemu()
+        if qemu is None:
+            with _locked(root):  # one apt-get at a time
+                qemu = ensure_qemu(steps)
+        if not (_complete(base) and _complete(site)):
+            _check_qemu_cpus(qemu)
             with _locked(root):
                 for stale in root.glob(".build-*"):  # left by a build that was killed (we hold the lock)
                     shutil.rmtree(stale, ignore_errors=True)
                 base = _build_rootfs(root, qemu, steps)
                 site = _build_site(root, runtime, qemu, base / "rootfs", steps)
-        except OSError as exc:
-            raise UserError(f"cannot build the arm64 environment in {root}: {exc}", "set XDG_CACHE_HOME to a writable folder") from exc
-        steps(f"arm64 environment ready in {root}")
+            steps(f"arm64 environment ready in {root}")
+    except OSError as exc:
+        raise UserError(f"cannot build the arm64 environment in {root}: {exc}", "set XDG_CACHE_HOME to a writable folder") from exc
     info = _complete(site) or {}
     return ArmEnvironment(runtime, base / "rootfs", site / "site", base / "rootfs" / PYTHON, qemu,
                           info.get("packages", {}), tuple(info.get("missing", ())))

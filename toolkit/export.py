@@ -11,6 +11,7 @@ import datetime
 import importlib.metadata
 import logging
 import platform
+import shutil
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import numpy as np
 from .artifact import io_contract, staged_folder, write_manifest
 from .bayer import Placement, pack_network_input, to_network_grid, unpack_rgb
 from .errors import UserError, require_torch
+from .faults import inject_fault
 from .metrics import psnr
 from .sizes import parse_size
 
@@ -134,6 +136,7 @@ def export(
         attempts_to_try = list(remedies(target.name))
 
     with staged_folder(out_dir) as stage:
+        inject_fault(f"export:{target.name}-{precision}")
         attempts = []
         for remedy in attempts_to_try:
             for old in stage.iterdir():
@@ -227,10 +230,40 @@ def reusable_artifact(folder: Path, target: str, precision: str, size: tuple[int
     return manifest if same else None
 
 
+EXPORT_TIMEOUT_S = 3600.0
+
+
+def export_isolated(target: str, precision: str, size: tuple[int, int], folder: Path, checkpoint: str | Path | None,
+                    allow_degraded: bool, calibration: str | Path | None, timeout: float) -> dict:
+    """One export in a fresh process (`llpack export ... --json`) under a time limit: a converter that
+    segfaults or hangs fails this row only. A killed export's staging folder is removed."""
+    import json
+    import sys
+
+    from .isolation import run_isolated
+
+    command = [sys.executable, "-m", "toolkit.cli", "export", "--target", target, "--precision", precision,
+               "--size", f"{size[0]}x{size[1]}", "--out", str(folder), "--json"]
+    command += ["--checkpoint", str(checkpoint)] if checkpoint else []
+    command += ["--calibration", str(calibration)] if calibration else []
+    command += ["--allow-degraded"] if allow_degraded else []
+    logs = folder.parent / "logs"
+    log_path, out_path = logs / f"{folder.name}.log", logs / f"{folder.name}.json"
+    outcome = run_isolated(command, log_path, timeout, stdout_path=out_path)
+    if outcome.returncode == 0:
+        return json.loads(out_path.read_text())
+    for stale in folder.parent.glob(f".{folder.name}.*.partial"):  # what a killed build left behind
+        shutil.rmtree(stale, ignore_errors=True)
+    said = [line for line in log_path.read_text(errors="replace").splitlines() if line.startswith(("error: ", "internal error: "))]
+    if outcome.returncode == 2 and said:  # the export's own one-line explanation
+        raise UserError(said[-1][len("error: "):])
+    raise UserError(outcome.reason(timeout, log_path) + (f": {said[-1]}" if said else ""))
+
+
 def export_all(size: str | tuple[int, int] = "512x512", out_root: str | Path = "runs/artifacts",
                checkpoint: str | Path | None = None, calibration: str | Path | None = None, reuse: bool = True,
-               only: list[str] | None = None, allow_degraded: bool = False) -> dict:
-    """Every target and precision; a failure becomes a row with its reason, the others go on.
+               only: list[str] | None = None, allow_degraded: bool = False, timeout: float = EXPORT_TIMEOUT_S) -> dict:
+    """Every target and precision, each in its own process; a failure becomes a row with its reason.
 
     With `reuse`, a finished artifact of the same weights and settings whose checksums still hold
     is kept as it is, so an interrupted run picks up where it stopped. `allow_degraded` keeps INT8
@@ -249,15 +282,18 @@ def export_all(size: str | tuple[int, int] = "512x512", out_root: str | Path = "
             try:
                 manifest = reusable_artifact(folder, target.name, precision, (height, width), weights,
                                              calibration if precision == "int8" else None, allow_degraded)
-                if manifest is not None:
+                reused = manifest is not None
+                if reused:
                     log.info("%s %s: reusing the verified artifact in %s", target.name, precision, folder)
                 else:
-                    manifest = export(target.name, precision, (height, width), folder, checkpoint, allow_degraded,
-                                      calibration=calibration if precision == "int8" else None)
+                    log.info("%s %s: exporting to %s", target.name, precision, folder)
+                    manifest = export_isolated(target.name, precision, (height, width), folder, checkpoint, allow_degraded,
+                                               calibration if precision == "int8" else None, timeout)
                 rows.append({"target": target.name, "precision": precision, "status": "ok", "path": str(folder),
-                             "reused": manifest.get("path") is None,
+                             "reused": reused, "seconds": round(time.perf_counter() - start, 1),
                              "megabytes": manifest["build"]["megabytes"], "validation": manifest["validation"]})
             except UserError as exc:
-                rows.append({"target": target.name, "precision": precision, "status": "failed", "error": str(exc)})
+                rows.append({"target": target.name, "precision": precision, "status": "failed", "error": str(exc),
+                             "seconds": round(time.perf_counter() - start, 1)})
                 log.error("%s %s failed after %.1f s: %s", target.name, precision, time.perf_counter() - start, exc)
     return {"size": [height, width], "results": rows, "failed": sum(r["status"] != "ok" for r in rows)}

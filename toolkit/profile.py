@@ -13,10 +13,7 @@ import datetime
 import json
 import logging
 import os
-import signal
-import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +22,7 @@ import numpy as np
 from .artifact import read_manifest
 from .errors import UserError
 from .fileio import atomic_path, atomic_write_json
+from .isolation import child_env, run_isolated
 from .progress import Progress
 from .report import REFERENCE, SID_LABEL
 from .sizes import parse_size
@@ -163,13 +161,6 @@ def collect_models(artifacts: list[str], all_targets: bool, sizes: list[tuple[in
 
 
 # ---------------------------------------------------------------- running workers
-def _signal_name(code: int) -> str:
-    try:
-        return signal.Signals(-code).name
-    except ValueError:
-        return f"signal {-code}"
-
-
 def worker_python() -> list[str] | None:
     """How to start a worker's Python: LLPACK_WORKER_PYTHON (a JSON list, e.g. a qemu command under
     emulation, where no binfmt handler starts an aarch64 executable by itself), else this interpreter."""
@@ -200,31 +191,16 @@ def run_worker(spec: ModelSpec, run_dir: Path, inputs: dict, repeat: int, option
     spec_path = work / f"{name}.spec.json"
     atomic_write_json(spec_path, job)
     command = list(options.get("python_prefix") or [sys.executable]) + ["-m", "toolkit.profile_worker", str(spec_path)]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH")]))
+    env = child_env()
     if options["threads"]:
         env.setdefault("OMP_NUM_THREADS", str(options["threads"]))
-    start = time.monotonic()
-    with open(logs / f"{name}.log", "wb") as log_file:
-        proc = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        try:
-            code = proc.wait(timeout=options["timeout"])
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            return {"status": "failed", "error": f"timed out after {options['timeout']:g} s (killed)", "seconds": options["timeout"]}
-        except BaseException:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            raise
-    seconds = time.monotonic() - start
+    log_path = logs / f"{name}.log"
+    outcome = run_isolated(command, log_path, options["timeout"], env)
     if result_path.exists():
         result = json.loads(result_path.read_text())
-    elif code < 0:
-        result = {"status": "failed", "error": f"crashed ({_signal_name(code)})"}
     else:
-        result = {"status": "failed", "error": f"exited with code {code} without a result (see logs/{name}.log)"}
-    result["seconds"] = round(seconds, 2)
+        result = {"status": "failed", "error": outcome.reason(options["timeout"], Path("logs") / log_path.name)}
+    result["seconds"] = round(outcome.seconds, 2)
     return result
 
 

@@ -8,8 +8,6 @@ a crash or hang is seen by the parent as a missing result.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sys
 import time
 import traceback
@@ -18,10 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from .bayer import Placement, pack_network_input, to_network_grid, unpack_rgb
+from .faults import inject_fault
 from .fileio import atomic_write_json, to_integer_image
 from .metrics import psnr, ssim
 
-FAULT_ENV = "LLPACK_INJECT_FAULT"  # tests: "openvino-int8=crash,tflite-fp32=hang"
 STAGE_REPEATS = 3
 
 
@@ -80,21 +78,6 @@ def _median_ms(fn, repeats: int = STAGE_REPEATS):
         value = fn()
         times.append((time.perf_counter() - start) * 1e3)
     return float(np.median(times)), value
-
-
-def inject_fault(label: str) -> None:
-    """Test hook: crash, hang or raise in the named model, to prove the parent survives it."""
-    for item in filter(None, os.environ.get(FAULT_ENV, "").split(",")):
-        name, _, kind = item.partition("=")
-        if name.strip() != label:
-            continue
-        if kind == "crash":
-            os.kill(os.getpid(), signal.SIGSEGV)
-        elif kind == "hang":
-            while True:
-                time.sleep(1)
-        elif kind == "raise":
-            raise RuntimeError(f"fault injected into {label}")
 
 
 def load_scenes(path: Path) -> list[tuple[np.ndarray, np.ndarray, Placement]]:

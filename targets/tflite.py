@@ -35,6 +35,20 @@ def interpreter(path: Path, threads: int | None):
     return Interpreter(model_path=str(path), num_threads=int(threads) if threads else None)
 
 
+def xnnpack_applied(interpreter) -> bool:
+    """Whether the XNNPACK delegate took over part of the graph (call after allocate_tensors).
+
+    ai-edge-litert and tflite-runtime apply it silently and fall back to their own kernels just as
+    silently (unsupported op types, int8 I/O on tflite-runtime 2.14, a CPU they cannot identify): a
+    delegated partition shows up as a DELEGATE node in the graph.
+    """
+    try:
+        ops = interpreter._get_ops_details()
+    except (AttributeError, ValueError, RuntimeError):
+        return False
+    return any(op.get("op_name") == "DELEGATE" for op in ops)
+
+
 class TfliteRunner:
     """Quantises float input and dequantises output when the model has integer I/O."""
 
@@ -53,9 +67,7 @@ class TfliteRunner:
 
     def runtime_details(self) -> dict:
         """Which interpreter runs this, and whether XNNPACK took the graph (a DELEGATE op appears)."""
-        module = type(self.interp).__module__.split(".")[0]
-        ops = {op["op_name"] for op in self.interp._get_ops_details()}
-        return {"interpreter": module, "xnnpack": "DELEGATE" in ops}
+        return {"interpreter": type(self.interp).__module__.split(".")[0], "xnnpack": xnnpack_applied(self.interp)}
 
     def run(self, packed: np.ndarray) -> np.ndarray:
         x = packed

@@ -59,3 +59,14 @@ def dark_dng(tmp_path):
         return path
 
     return make
+
+
+@pytest.fixture(scope="session")
+def rpi_bundle(tmp_path_factory):
+    """One Raspberry Pi 5 bundle (TFLite FP32 + INT8 at 64x96, with the x86 report) for every test that needs one."""
+    for module in ("torch", "ai_edge_litert", "litert_torch"):
+        pytest.importorskip(module)
+    from toolkit.bundle import build_bundle
+
+    root = tmp_path_factory.mktemp("bundle")
+    return build_bundle("rpi5", root / "bundle-rpi5", ["fp32", "int8"], "64x96", root / "artifacts", show_progress=False)

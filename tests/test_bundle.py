@@ -22,15 +22,9 @@ def _llpack(*args, env=None, timeout=600):
                           env={**os.environ, **(env or {})}, timeout=timeout)
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    pytest.importorskip("torch")
-    pytest.importorskip("ai_edge_litert")
-    pytest.importorskip("litert_torch")
-    from toolkit.bundle import build_bundle
-
-    root = tmp_path_factory.mktemp("bundle")
-    return build_bundle("rpi5", root / "bundle-rpi5", ["fp32", "int8"], SIZE, root / "artifacts", show_progress=False)
+@pytest.fixture
+def bundle(rpi_bundle):
+    return rpi_bundle
 
 
 @needs_torch

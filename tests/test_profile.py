@@ -58,7 +58,7 @@ def report(artifacts, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("profile")
     return profile(list(artifacts.values()), runs=3, warmup=1, repeats=2, out=out,
-                   artifacts_root=out / "artifacts", sid=True, show_progress=False)
+                   artifacts_root=out / "artifacts", sid=True, show_progress=False, peak=True)
 
 
 @needs_torch
@@ -103,6 +103,19 @@ def test_figures_come_from_the_artifacts_and_ratios_from_the_same_run(report):
     comparison = report["vs_sid_unet"][0]
     assert comparison["fewer_parameters"] == pytest.approx(SID_PARAMETERS / BODY_PARAMETERS, rel=1e-3)
     assert comparison["fewer_gmacs"] == pytest.approx(sid["gmacs"] / reference["gmacs"], rel=1e-2)
+
+
+@needs_torch
+def test_each_runtime_peak_is_measured_and_models_are_a_fraction_of_it(report):
+    peaks = report["machine_peak"]
+    assert {"torch", "openvino"} <= set(peaks)
+    for runtime, peak in peaks.items():
+        assert peak["peak_gmac_per_s"] > 0 and peak["gmac"] == pytest.approx(9.66, rel=1e-2), (runtime, peak)
+    for row in report["results"]:
+        runtime = "torch" if row["label"] == "sid-unet-fp32" else row["target"]
+        if runtime in peaks and row.get("gmac_per_s"):
+            assert row["fraction_of_peak"] == pytest.approx(row["gmac_per_s"] / peaks[runtime]["peak_gmac_per_s"], rel=1e-2)
+    assert "Compute efficiency" in (Path(report["path"]) / "report.md").read_text()
 
 
 @needs_torch

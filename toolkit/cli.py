@@ -54,6 +54,12 @@ def _add_enhance(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bits", type=int, choices=(8, 16), default=8, help="bits per channel of the output")
     p.add_argument("--format", choices=("png", "tiff"), default="png",
                    help="for a folder of inputs: write OUTPUT/<name>.png (default) or .tif")
+    mem = p.add_argument_group("memory")
+    mem.add_argument("--tile", default="auto",
+                     help="'auto' (tile when the image is larger than the artifact or over the budget), 'off', or a "
+                          "window size in pixels, e.g. 1024")
+    mem.add_argument("--memory-budget", type=float, help="MB the enhancement may use above the runtime; tiles are sized to fit")
+    mem.add_argument("--device", help="take the memory budget and threads from a device profile (x86-2core, rpi4, rpi5)")
     npy = p.add_argument_group("for .npy mosaics")
     npy.add_argument("--black-level", type=float, help="sensor black level in counts (integer arrays)")
     npy.add_argument("--white-level", type=float, help="sensor white level in counts (integer arrays)")
@@ -63,7 +69,15 @@ def _add_enhance(p: argparse.ArgumentParser) -> None:
 def _run_enhance(args: argparse.Namespace) -> dict:
     from .enhance import Enhancer, enhance_folder
 
-    enhancer = Enhancer(checkpoint=args.checkpoint, ratio=args.ratio, model=args.model, threads=args.threads)
+    budget, threads = args.memory_budget, args.threads
+    if args.device:
+        from profiles import load_device_profile
+
+        device = load_device_profile(args.device)
+        budget = budget or device["memory_budget_mb"]
+        threads = threads or device["threads"]
+    enhancer = Enhancer(checkpoint=args.checkpoint, ratio=args.ratio, model=args.model, threads=threads,
+                        tile=args.tile, memory_budget_mb=budget)
     model = {"ratio": "auto" if enhancer.ratio is None else enhancer.ratio}
     if Path(args.input).is_dir():
         result = enhance_folder(enhancer, args.input, args.output, args.bits, args.format,
@@ -88,6 +102,7 @@ def _run_enhance(args: argparse.Namespace) -> dict:
         "variant": enhancer.backend.variant,
         "trained_weights": enhancer.trained,
         "seconds": {k: round(v, 4) for k, v in result.seconds.items()},
+        "tiles": result.tiles,
     }
 
 
@@ -99,7 +114,8 @@ def _render_enhance(r: dict) -> str:
                      + (f"; skipped {len(r['skipped'])} other files" if r["skipped"] else ""))
         return "\n".join(lines)
     h, w = r["size"]
-    return f"wrote {r['output']} ({w}x{h}, gain {r['gain']:.1f}, {sum(r['seconds'].values()):.2f} s)"
+    tiles = f", {r['tiles']} tiles" if r.get("tiles", 1) > 1 else ""
+    return f"wrote {r['output']} ({w}x{h}, gain {r['gain']:.1f}, {sum(r['seconds'].values()):.2f} s{tiles})"
 
 
 # ---------------------------------------------------------------- info
@@ -109,6 +125,9 @@ def _add_info(p: argparse.ArgumentParser) -> None:
 
 
 def _run_info(args: argparse.Namespace) -> dict:
+    from .errors import require_torch
+
+    require_torch("describing the PyTorch model")
     from .checkpoint import load_model
     from .model import count_parameters, macs_per_pixel
     from .sizes import parse_size
@@ -293,6 +312,7 @@ def _add_profile(p: argparse.ArgumentParser) -> None:
     p.add_argument("--artifacts", dest="artifacts_root", default="runs/artifacts", help="where --all keeps the artifacts it exports (default runs/artifacts)")
     p.add_argument("--checkpoint", help="weights for --all exports and the reference; default: the built-in weights")
     p.add_argument("--no-sid", dest="sid", action="store_false", help="leave out the SID U-Net baseline")
+    p.add_argument("--peak", action="store_true", help="also measure each runtime's FP32 convolution peak (GMAC/s) on this machine")
 
 
 def _run_profile(args: argparse.Namespace) -> dict:
@@ -300,7 +320,7 @@ def _run_profile(args: argparse.Namespace) -> dict:
 
     result = profile(args.artifacts, args.all, args.sizes, args.device, args.threads, args.runs, args.warmup, args.repeats,
                      args.timeout, args.out, args.artifacts_root, args.sid,
-                     args.checkpoint, args.targets, show_progress=not args.quiet)
+                     args.checkpoint, args.targets, show_progress=not args.quiet, peak=args.peak)
     if result["failed"]:
         raise PartialFailure(result, f"{result['failed']} of {len(result['results'])} models failed (see the table)")
     return result
@@ -382,6 +402,25 @@ def _render_bundle(r: dict) -> str:
             f"({r['megabytes']} MB), archive {r['archive']}\non the board: see {r['path']}/README.md")
 
 
+# ---------------------------------------------------------------- emulate
+def _add_emulate(p: argparse.ArgumentParser) -> None:
+    from .emulation import add_emulate_arguments
+
+    add_emulate_arguments(p)
+
+
+def _run_emulate(args: argparse.Namespace) -> dict:
+    from .emulation import run_emulate
+
+    return run_emulate(args)
+
+
+def _render_emulate(r: dict) -> str:
+    from .emulation import render_emulate
+
+    return render_emulate(r)
+
+
 COMMANDS = [
     Command("enhance", "restore a dark RAW photo to sRGB", _add_enhance, _run_enhance, _render_enhance),
     Command("info", "describe the model and checkpoint", _add_info, _run_info, _render_info),
@@ -393,6 +432,7 @@ COMMANDS = [
             _render_profile),
     Command("report", "show a profiler report, or merge reports from several machines", _add_report, _run_report, _render_report),
     Command("bundle", "package TFLite artifacts, inputs and x86 answers for a Raspberry Pi", _add_bundle, _run_bundle, _render_bundle),
+    Command("emulate", "run an llpack command as aarch64 code under qemu (Raspberry Pi 4/5)", _add_emulate, _run_emulate, _render_emulate),
     Command("train", "train LLPackNet on synthetic dark RAW data", _add_train, _run_train, _render_train),
     Command("evaluate", "PSNR/SSIM on the held-out scenes against the LibRaw baseline", _add_evaluate, _run_evaluate, _render_evaluate),
 ]

@@ -164,20 +164,6 @@ def cpuinfo_text(cpu: str, count: int) -> str:
     return "\n".join(blocks) + "\n"
 
 
-def xnnpack_applied(interpreter) -> bool:
-    """Whether the XNNPACK delegate took over part of the graph (call after allocate_tensors).
-
-    ai-edge-litert and tflite-runtime apply it silently and fall back to their own kernels just as
-    silently (unsupported op types, int8 I/O on tflite-runtime 2.14, a CPU they cannot identify): a
-    delegated partition shows up as a DELEGATE node in the graph.
-    """
-    try:
-        ops = interpreter._get_ops_details()
-    except (AttributeError, ValueError, RuntimeError):
-        return False
-    return any(op.get("op_name") == "DELEGATE" for op in ops)
-
-
 def _cpu(name: str) -> Cpu:
     if name not in CPUS:
         raise UserError(f"unknown emulated CPU '{name}'", closest_hint(name, CPUS))

@@ -43,11 +43,33 @@ def parse_ratio(value: str | float | None) -> float | None:
     return ratio
 
 
+def parse_tile(value: str | int | None) -> str | int:
+    """'auto' | 'off' | N (pixels, a multiple of 16 of at least 2 overlaps plus 128)."""
+    from .bayer import GRID
+    from .tiling import DEFAULT_HALO_CELLS
+
+    if value is None:
+        return "off"
+    text = str(value).strip().lower()
+    if text in ("auto", "off"):
+        return text
+    smallest = (2 * DEFAULT_HALO_CELLS + 8) * GRID
+    try:
+        pixels = int(text)
+    except ValueError:
+        raise InputError(f"--tile must be 'auto', 'off' or a size in pixels, not '{value}'", "for example --tile 1024") from None
+    if pixels < smallest or pixels % GRID:
+        raise InputError(f"--tile {pixels} must be a multiple of {GRID} of at least {smallest} (two overlaps of "
+                         f"{DEFAULT_HALO_CELLS * GRID} pixels plus a core)", f"for example --tile {max(1024, smallest)}")
+    return pixels
+
+
 @dataclass
 class EnhanceResult:
     image: np.ndarray  # float32 H x W x 3 sRGB in [0, 1], aligned with the input mosaic
     gain: float  # the amplification applied (automatic gamma or the given ratio)
     seconds: dict[str, float] = field(default_factory=dict)
+    tiles: int = 1  # windows the network ran on (1: the whole image at once)
 
 
 class TorchBackend:
@@ -147,12 +169,22 @@ class Enhancer:
         ratio: str | float | None = "auto",
         model: str | os.PathLike | None = None,
         threads: int | None = None,
+        tile: str | int | None = "auto",
+        memory_budget_mb: float | None = None,
     ):
-        """`checkpoint` runs the PyTorch model; `model` an exported artifact folder instead."""
+        """`checkpoint` runs the PyTorch model; `model` an exported artifact folder instead.
+
+        `tile`: "auto" tiles only when the image is larger than a static-shape artifact or does not
+        fit `memory_budget_mb`; an integer N runs N x N-pixel windows; "off" never tiles (and refuses
+        an image whose estimate exceeds the budget)."""
         if checkpoint is not None and model is not None:
             raise UserError("give either a checkpoint or an artifact folder (--model), not both")
         self.ratio = parse_ratio(ratio)
         self.checkpoint, self.model, self.threads = checkpoint, model, threads
+        self.tile = parse_tile(tile)
+        if memory_budget_mb is not None and not (math.isfinite(memory_budget_mb) and memory_budget_mb > 0):
+            raise UserError(f"the memory budget must be a positive number of MB, not {memory_budget_mb}")
+        self.memory_budget_mb = memory_budget_mb
 
     @functools.cached_property
     def backend(self) -> TorchBackend | ArtifactBackend:
@@ -189,25 +221,71 @@ class Enhancer:
             return ArtifactError(f"{self.backend.folder}: {message}", hint)
         return UserError(message, hint)
 
+    def plan_window(self, cells: tuple[int, int], static: tuple[int, int] | None) -> tuple[int, int] | None:
+        """The tile window in cells for an image of `cells`, or None to run it whole (checked against the budget)."""
+        from .bayer import GRID
+        from .tiling import choose_window, estimate_memory_mb
+
+        image_cells = cells[0] * cells[1]
+        budget = self.memory_budget_mb
+        if static is not None:  # a static-shape artifact: its own shape is the window
+            window = (static[0] // GRID, static[1] // GRID)
+            if window[0] >= cells[0] and window[1] >= cells[1]:
+                return None
+            if self.tile == "off":
+                raise InputError(f"the image ({cells[1] * GRID}x{cells[0] * GRID}) is larger than this model's input size "
+                                 f"({static[1]}x{static[0]})", "allow tiling (--tile auto) or export an artifact of a larger --size")
+        elif isinstance(self.tile, int):
+            window = (self.tile // GRID, self.tile // GRID)
+        elif self.tile == "auto" and budget is not None:
+            return choose_window(cells, budget)
+        else:
+            window = cells
+        estimate = estimate_memory_mb(image_cells, min(window[0], cells[0]) * min(window[1], cells[1]))
+        if budget is not None and estimate > budget:
+            raise InputError(f"enhancing this {cells[1] * GRID}x{cells[0] * GRID} image needs about {estimate:.0f} MB, "
+                             f"over the memory budget of {budget:.0f} MB",
+                             "use --tile auto (tiles sized to the budget) or a smaller --tile" if static is None
+                             else "export an artifact of a smaller --size: it becomes the tile")
+        return None if window == cells else window
+
     def enhance(self, mosaic: Mosaic, ratio: float | None = None) -> EnhanceResult:
         """Restore one mosaic; `ratio` overrides the enhancer's own setting for this call."""
+        from .bayer import GRID, plan_placement
+        from .tiling import run_tiled
+
         backend = self.backend  # load (and compile) before the clock starts
         seconds: dict[str, float] = {}
         start = time.perf_counter()
-        grid, placement = to_network_grid(mosaic.data, mosaic.pattern, size=getattr(backend, "input_size", None))
+        static = getattr(backend, "input_size", None)
+        natural = plan_placement(*mosaic.shape, mosaic.pattern)
+        cells = (natural.padded_height // GRID, natural.padded_width // GRID)
+        window = self.plan_window(cells, static)  # refuses over-budget images before any large allocation
+        size = None if static is None else (max(static[0], natural.padded_height), max(static[1], natural.padded_width))
+        grid, placement = to_network_grid(mosaic.data, mosaic.pattern, size=size)
         gain = self.choose_gain(mosaic, ratio)
         packed = pack_network_input(grid, gain)
         seconds["preprocess"] = time.perf_counter() - start
         start = time.perf_counter()
-        features = backend.run_packed(packed)[0]
-        seconds["inference"] = time.perf_counter() - start
-        if not np.isfinite(features).all():  # damaged weights (or absurd inputs): never write garbage pixels
+        tiles = 1
+        try:
+            if window is None:
+                features = backend.run_packed(packed)[0]
+                if not np.isfinite(features).all():
+                    raise FloatingPointError
+                seconds["inference"] = time.perf_counter() - start
+                start = time.perf_counter()
+                rgb = unpack_rgb(features)
+            else:
+                rgb, tiles = run_tiled(backend.run_packed, packed, window)
+                seconds["inference"] = time.perf_counter() - start  # UnPack happens per tile, inside
+                start = time.perf_counter()
+        except FloatingPointError:  # damaged weights (or absurd inputs): never write garbage pixels
             raise self._model_error(f"the network's output holds NaN or Inf values (gain {gain:g})",
-                                    "check the model or checkpoint, and the input's levels")
-        start = time.perf_counter()
-        image = np.clip(placement.crop(unpack_rgb(features)), 0.0, 1.0).transpose(1, 2, 0)
+                                    "check the model or checkpoint, and the input's levels") from None
+        image = np.clip(placement.crop(rgb), 0.0, 1.0).transpose(1, 2, 0)
         seconds["postprocess"] = time.perf_counter() - start
-        return EnhanceResult(np.ascontiguousarray(image, dtype=np.float32), gain, seconds)
+        return EnhanceResult(np.ascontiguousarray(image, dtype=np.float32), gain, seconds, tiles)
 
     def enhance_file(
         self,

@@ -204,6 +204,21 @@ def run_worker(spec: ModelSpec, run_dir: Path, inputs: dict, repeat: int, option
     return result
 
 
+def measure_peaks(runtimes: list[str], run_dir: Path, threads: int | None, timeout: float) -> dict:
+    """Each runtime's FP32 convolution peak on this machine, each in its own fresh process."""
+    peaks = {}
+    for runtime in runtimes:
+        out_path = run_dir / "work" / f"peak-{runtime}.json"
+        outcome = run_isolated([sys.executable, "-m", "toolkit.peak", runtime, str(threads or 0)], run_dir / "logs" / f"peak-{runtime}.log",
+                               timeout, child_env(), stdout_path=out_path)
+        lines = out_path.read_text().strip().splitlines() if out_path.exists() else []
+        try:
+            peaks[runtime] = json.loads(lines[-1]) if outcome.returncode == 0 and lines else {"error": outcome.reason(timeout)}
+        except json.JSONDecodeError:
+            peaks[runtime] = {"error": "no result (see logs)"}
+    return peaks
+
+
 def profile(
     artifacts: list[str] | None = None,
     all_targets: bool = False,
@@ -220,6 +235,7 @@ def profile(
     checkpoint: str | None = None,
     targets: list[str] | None = None,
     show_progress: bool = True,
+    peak: bool = False,
 ) -> dict:
     """Measure artifacts (and always the FP32 PyTorch reference, where torch is installed); write the report."""
     from .machine import describe_machine
@@ -295,7 +311,11 @@ def profile(
             note = (f"{spec.key}: p50 {result['latency_ms']['p50']:.1f} ms" if result["status"] == "ok"
                     else f"{spec.key}: FAILED ({result['error']})")
             progress.update(done, note)
+    peaks = None
+    if peak:  # after the models, on the same quiet machine, with the same threads
+        runtimes = sorted({"torch" if s.kind == "sid-unet" else s.target for s in specs})
+        peaks = measure_peaks(runtimes, run_dir, threads, options["timeout"])
     report = build_report(specs, measured, failures, inputs, options, repeats,
-                          describe_machine(threads), profile_info, started)
+                          describe_machine(threads), profile_info, started, peaks)
     write_report(run_dir, report)
     return {**report, "path": str(run_dir)}

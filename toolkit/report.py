@@ -166,7 +166,7 @@ def judge_parity(row: dict) -> None:
 
 
 def build_report(specs, measured: dict, failures: list[dict], inputs: dict, options: dict, repeats: int,
-                 machine: dict, device_profile: dict | None, started: str) -> dict:
+                 machine: dict, device_profile: dict | None, started: str, peaks: dict | None = None) -> dict:
     rows = [aggregate(spec.label, spec.size, measured[spec.key]) for spec in specs]
     for failure in failures:  # models whose export failed never reached a worker
         target, _, precision = failure["label"].rpartition("-")
@@ -176,6 +176,10 @@ def build_report(specs, measured: dict, failures: list[dict], inputs: dict, opti
         judge_parity(row)
         reference = next((r for r in rows if r["label"] == REFERENCE and r["size"] == row["size"]), None)
         row["vs_fp32"] = ratios_against(row, reference) if row["label"] != SID_LABEL or reference else None
+        runtime = "torch" if row["label"] == SID_LABEL else row["target"]
+        peak = (peaks or {}).get(runtime, {}).get("peak_gmac_per_s")
+        if peak and row.get("gmac_per_s"):
+            row["fraction_of_peak"] = round(row["gmac_per_s"] / peak, 4)
     sizes = {f"{h}x{w}": {k: v for k, v in info.items() if k != "folder"} for (h, w), info in inputs.items()}
     return {
         "schema": REPORT_SCHEMA,
@@ -188,6 +192,7 @@ def build_report(specs, measured: dict, failures: list[dict], inputs: dict, opti
         "inputs": sizes,
         "results": rows,
         "vs_sid_unet": sid_comparison(rows),
+        "machine_peak": peaks,
         "failed": sum(r["status"] == "failed" for r in rows),
     }
 
@@ -284,6 +289,16 @@ def render_markdown(report: dict) -> str:
             lines.append(f"| {sid['size'][0]}x{sid['size'][1]} | {sid['fewer_parameters']:.2f}x | {_fmt(sid['fewer_gmacs'], '.2f')}x | "
                          f"{sid['less_memory']:.2f}x | {sid['faster']:.2f}x |")
         lines.append("| paper's claim | 2-7x | - | 2-3x | 5-20x |")
+    if report.get("machine_peak"):
+        lines += ["", "## Compute efficiency (FP32 peak: one large 3x3 convolution in the same runtime, same threads)", "",
+                  "| runtime | peak GMAC/s | model | size | achieved GMAC/s | fraction of the FP32 peak |", "|---|---|---|---|---|---|"]
+        for runtime, peak in report["machine_peak"].items():
+            for row in (r for r in report["results"] if r.get("fraction_of_peak") is not None
+                        and ("torch" if r["label"] == SID_LABEL else r["target"]) == runtime):
+                lines.append(f"| {runtime} | {peak['peak_gmac_per_s']:.1f} | {_label(row)} | {row['size'][0]}x{row['size'][1]} | "
+                             f"{row['gmac_per_s']:.1f} | {100 * row['fraction_of_peak']:.0f}% |")
+            if "error" in peak:
+                lines.append(f"| {runtime} | failed: {peak['error']} | | | | |")
     lines += ["", "## Quality inputs", ""]
     for size, info in report["inputs"].items():
         lines.append(f"- {size}: {info['count']} {info['source']}; camera stages on a generated dark DNG (x{info['sample_ratio']:g})")

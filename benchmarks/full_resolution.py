@@ -1,0 +1,108 @@
+"""Issue 8's figures in one run: each target's achieved GMAC/s against this machine's FP32 peak,
+the speed ratios between targets, and tiled against untiled memory and latency at full size.
+
+    python benchmarks/full_resolution.py [--size 2848x4256] [--budget 512] [--out runs/bench-full]
+
+Everything is measured in this run on this machine, in fresh processes, and printed as ratios:
+the machines are shared and noisy, so no absolute figure is asserted anywhere.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+ENHANCE = r"""
+import json, sys, time
+from pathlib import Path
+from toolkit.enhance import Enhancer
+from toolkit.raw import read_mosaic
+
+source, model, tile, budget = sys.argv[1], sys.argv[2] or None, sys.argv[3], float(sys.argv[4]) if sys.argv[4] else None
+def peak_mb():
+    return int(next(l for l in Path('/proc/self/status').read_text().splitlines() if l.startswith('VmHWM')).split()[1]) / 1024
+def rss_mb():
+    return int(next(l for l in Path('/proc/self/status').read_text().splitlines() if l.startswith('VmRSS')).split()[1]) / 1024
+enhancer = Enhancer(model=model, tile=tile, memory_budget_mb=budget, ratio=300)
+enhancer.backend
+mosaic = read_mosaic(source)
+baseline = rss_mb()
+Path('/proc/self/clear_refs').write_text('5')
+times = []
+for _ in range(3):
+    start = time.perf_counter()
+    result = enhancer.enhance(mosaic)
+    times.append(time.perf_counter() - start)
+print(json.dumps({"seconds": sorted(times)[1], "peak_mb": peak_mb(), "above_mb": peak_mb() - baseline, "tiles": result.tiles}))
+"""
+
+
+def enhance_run(source: Path, model: str | None, tile: str, budget: float | None) -> dict:
+    proc = subprocess.run([sys.executable, "-c", ENHANCE, str(source), model or "", tile, str(budget or "")],
+                          capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode:
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", default="2848x4256")
+    parser.add_argument("--budget", type=float, default=512.0, help="memory budget (MB) for the tiled runs")
+    parser.add_argument("--out", default="runs/bench-full")
+    parser.add_argument("--artifacts", default="runs/artifacts-full")
+    parser.add_argument("--report", help="reuse a profile report made with --peak instead of profiling again")
+    args = parser.parse_args()
+
+    from toolkit.profile import profile
+    from toolkit.report import read_report
+
+    if args.report:
+        report = read_report(args.report)
+    else:
+        report = profile(all_targets=True, sizes=[args.size], out=args.out, artifacts_root=args.artifacts, runs=5, repeats=1,
+                         sid=False, peak=True)
+    rows = {r["label"]: r for r in report["results"] if r["status"] != "failed"}
+    e2e = {k: sum(r["stages_ms"][s] for s in ("preprocess", "inference", "postprocess")) for k, r in rows.items()}
+    print("machine:", report["machine"]["cpu"], report["machine"]["flags"])
+    for runtime, peak in (report.get("machine_peak") or {}).items():
+        print(f"FP32 peak {runtime:12} {peak.get('peak_gmac_per_s', peak.get('error'))} GMAC/s")
+    print("\nachieved GMAC/s and fraction of the runtime's FP32 peak:")
+    for label, row in rows.items():
+        print(f"  {label:20} {row.get('gmac_per_s')} GMAC/s  {100 * row.get('fraction_of_peak', float('nan')):.0f}% of peak;"
+              f"  outside the network {100 * (row['stages_ms']['preprocess'] + row['stages_ms']['postprocess']) / e2e[label]:.1f}%")
+
+    def ratio(a: str, b: str, what: dict) -> str:
+        return f"{what[a] / what[b]:.3f}" if a in what and b in what else "n/a"
+
+    p50 = {k: r["latency_ms"]["p50"] for k, r in rows.items()}
+    print("\nratios (same run):")
+    print(f"  OpenVINO INT8 end to end / FP32 PyTorch end to end: {ratio('openvino-int8', 'torch-fp32', e2e)}  (target <= 0.55)")
+    print(f"  OpenVINO FP32 achieved / OpenVINO FP32 peak:        {rows.get('openvino-fp32', {}).get('fraction_of_peak', 'n/a')}  (target >= 0.85)")
+    print(f"  TFLite INT8 / TFLite FP32 latency:                  {ratio('tflite-int8', 'tflite-fp32', p50)}  (target <= 0.7)")
+
+    sample = Path(report["inputs"][args.size]["sample"])
+    if not sample.exists():
+        sample = Path(args.out) / "inputs" / args.size / "sample.dng"
+    untiled = enhance_run(sample, None, "off", None)
+    print(f"\nFP32 PyTorch untiled: {untiled}")
+    for label in ("torch-fp32", "openvino-fp32", "openvino-int8"):
+        model = None if label == "torch-fp32" else str(Path(args.artifacts) / f"{label}-{args.size}")
+        if label != "torch-fp32":
+            whole = enhance_run(sample, model, "off", None)
+            print(f"{label} untiled: {whole}")
+        tiled = enhance_run(sample, model, "auto", args.budget) if label == "torch-fp32" else {"note": "static-shape artifact: tile = its export size"}
+        print(f"{label} tiled under {args.budget:g} MB: {tiled}")
+        if "seconds" in tiled and "seconds" in untiled:
+            print(f"  peak / untiled FP32 PyTorch peak: {tiled['peak_mb'] / untiled['peak_mb']:.3f} (target <= 0.40); "
+                  f"latency / untiled: {tiled['seconds'] / untiled['seconds']:.3f} (target <= 1.15)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -192,3 +192,38 @@ def test_write_then_read_manifest_returns_the_same_content(tmp_path_factory, cas
     assert list(loaded) == list(expected)  # field order kept too
     # reading twice gives the same content (nothing in the reader depends on state)
     assert read_manifest(Path(folder)) == loaded
+
+
+# ---------------------------------------------------------------- the fast pre/post-processing paths
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(1, 5000), st.floats(0.0, 1.3))
+def test_fast_histogram_equals_numpy(seed, size, top):
+    from toolkit.bayer import HISTOGRAM_EDGES, histogram_counts
+
+    rng = np.random.default_rng(seed)
+    x = (rng.random(size) * top).astype(np.float32)
+    x[: size // 10] = rng.choice(np.asarray(HISTOGRAM_EDGES, np.float32), size // 10)  # values on the edges themselves
+    x[-1:] = 1.0
+    assert np.array_equal(histogram_counts(x, HISTOGRAM_EDGES), np.histogram(x, bins=HISTOGRAM_EDGES)[0])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 6), st.integers(0, 2**31 - 1))
+def test_fused_pack_equals_pack_times_gain(h, w, seed):
+    from toolkit.bayer import pack_network_input, pack_rggb
+
+    mosaic = np.random.default_rng(seed).random((16 * h, 16 * w), dtype=np.float32)
+    expected = pack_rggb(mosaic)[None] * np.float32(123.4)
+    assert np.array_equal(pack_network_input(mosaic, 123.4), expected)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 5), st.integers(1, 5), st.integers(0, 1), st.integers(0, 1), st.integers(0, 2**31 - 1))
+def test_fused_unpack_crop_clip_equals_the_composition(h, w, top, left, seed):
+    from toolkit.bayer import Placement, features_to_image, unpack_rgb
+
+    rng = np.random.default_rng(seed)
+    features = (rng.random((192, 2 * h, 2 * w), dtype=np.float32) * 1.6 - 0.3)
+    place = Placement(top, left, 16 * h - top - int(rng.integers(0, 7)), 16 * w - left - int(rng.integers(0, 7)), 16 * h, 16 * w)
+    expected = np.clip(place.crop(unpack_rgb(features)), 0, 1).transpose(1, 2, 0)
+    assert np.array_equal(features_to_image(features, place), expected)

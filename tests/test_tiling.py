@@ -44,12 +44,12 @@ def _local_network(radius: int):
 
 @pytest.mark.parametrize("shape,window", [((40, 61), (30, 30)), ((57, 23), (25, 23)), ((20, 20), (30, 30))])
 def test_tiled_equals_untiled_for_a_network_of_known_reach(shape, window):
-    from toolkit.bayer import unpack_rgb
+    from toolkit.bayer import features_to_image
 
     rng = np.random.default_rng(0)
     packed = rng.random((1, 256, *shape), dtype=np.float32)
     net = _local_network(5)
-    whole = unpack_rgb(net(packed)[0])
+    whole = features_to_image(net(packed)[0])
     tiled, count = run_tiled(net, packed, window, halo=5)
     assert count == len(plan_axis(shape[0], window[0], 5)) * len(plan_axis(shape[1], window[1], 5))
     np.testing.assert_allclose(tiled, whole, atol=1e-6)

@@ -236,6 +236,6 @@ def automatic_gain(manifest: dict, mosaic: np.ndarray) -> float | None:
     auto = gain_step.get("automatic")
     if auto is None:
         return None
-    counts, _ = np.histogram(mosaic, bins=np.asarray(auto["edges"], np.float64))
+    counts = histogram_counts(mosaic, np.asarray(auto["edges"], np.float64))
     value = float(np.dot(counts / mosaic.size, auto["coefficients"]) + auto["intercept"])
     return value if value > 0 else 1e-4

@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from .bayer import pack_network_input, to_network_grid, unpack_rgb
+from .bayer import features_to_image, pack_network_input, to_network_grid
 from .errors import InputError, OutputError, UserError, require_torch
 from .fileio import check_output_path, image_format, write_image
 from .raw import NPY_SUFFIX, RAW_SUFFIXES, Mosaic, read_mosaic
@@ -275,17 +275,18 @@ class Enhancer:
                     raise FloatingPointError
                 seconds["inference"] = time.perf_counter() - start
                 start = time.perf_counter()
-                rgb = unpack_rgb(features)
+                image = features_to_image(features, placement)
             else:
-                rgb, tiles = run_tiled(backend.run_packed, packed, window)
+                padded, tiles = run_tiled(backend.run_packed, packed, window)
                 seconds["inference"] = time.perf_counter() - start  # UnPack happens per tile, inside
                 start = time.perf_counter()
+                image = np.ascontiguousarray(padded[placement.top : placement.top + placement.height,
+                                                    placement.left : placement.left + placement.width])
         except FloatingPointError:  # damaged weights (or absurd inputs): never write garbage pixels
             raise self._model_error(f"the network's output holds NaN or Inf values (gain {gain:g})",
                                     "check the model or checkpoint, and the input's levels") from None
-        image = np.clip(placement.crop(rgb), 0.0, 1.0).transpose(1, 2, 0)
         seconds["postprocess"] = time.perf_counter() - start
-        return EnhanceResult(np.ascontiguousarray(image, dtype=np.float32), gain, seconds, tiles)
+        return EnhanceResult(image, gain, seconds, tiles)
 
     def enhance_file(
         self,

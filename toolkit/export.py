@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .artifact import io_contract, staged_folder, write_manifest
-from .bayer import Placement, pack_network_input, to_network_grid, unpack_rgb
+from .bayer import Placement, features_to_image, pack_network_input, to_network_grid
 from .errors import UserError, require_torch
 from .faults import inject_fault
 from .metrics import psnr
@@ -73,8 +73,7 @@ def validate(runner, inputs: list, references: list[np.ndarray]) -> dict:
     for (_, packed, target, place), ref in zip(inputs, references):
         ours = runner.run(packed)
         max_abs = max(max_abs, float(np.max(np.abs(ours - ref))))
-        image = np.clip(place.crop(unpack_rgb(ours[0])), 0, 1).transpose(1, 2, 0)
-        ref_image = np.clip(place.crop(unpack_rgb(ref[0])), 0, 1).transpose(1, 2, 0)
+        image, ref_image = features_to_image(ours[0], place), features_to_image(ref[0], place)
         vs_ref.append(psnr(image, ref_image))
         delta.append(psnr(image, target) - psnr(ref_image, target))
     finite = [v for v in vs_ref if np.isfinite(v)]

@@ -118,7 +118,19 @@ def to_integer_image(rgb: np.ndarray, bits: int) -> np.ndarray:
         raise OutputError(f"--bits must be 8 or 16, not {bits}")
     peak = 255 if bits == 8 else 65535
     dtype = np.uint8 if bits == 8 else np.uint16
-    return np.rint(np.clip(rgb, 0.0, 1.0) * peak).astype(dtype)
+    rgb = np.asarray(rgb)
+    out = np.empty(rgb.shape, dtype)
+
+    def work(r0: int, r1: int) -> None:  # row blocks on every core, in place: a 12 MP frame is 145 MB of float32
+        block = np.clip(rgb[r0:r1], 0.0, 1.0)
+        block *= peak
+        np.rint(block, out=block)
+        out[r0:r1] = block
+
+    from .bayer import _in_row_blocks
+
+    _in_row_blocks(len(rgb), work)
+    return out
 
 
 def encode_png(image: np.ndarray) -> bytes:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .bayer import Placement, pack_network_input, to_network_grid, unpack_rgb
+from .bayer import Placement, features_to_image, pack_network_input, to_network_grid
 from .faults import inject_fault
 from .fileio import atomic_write_json, to_integer_image
 from .metrics import psnr, ssim
@@ -145,7 +145,7 @@ class LLPackNetModel:
 
     @staticmethod
     def to_image(output: np.ndarray, place: Placement) -> np.ndarray:
-        return np.clip(place.crop(unpack_rgb(output[0])), 0.0, 1.0).transpose(1, 2, 0)
+        return features_to_image(output[0], place)
 
 
 class SidUNetModel:

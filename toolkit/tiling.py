@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from .bayer import GRID, unpack_rgb
+from .bayer import GRID, features_to_image
 from .errors import UserError
 
 # Receptive radius of the body in cells: 1 (per-plane 3x3) + 3 blocks x 6 dense 3x3 layers, then
@@ -94,11 +94,11 @@ def choose_window(cells: tuple[int, int], budget_mb: float, halo: int = DEFAULT_
 
 def run_tiled(run_packed: Callable[[np.ndarray], np.ndarray], packed: np.ndarray, window: tuple[int, int],
               halo: int = DEFAULT_HALO_CELLS) -> tuple[np.ndarray, int]:
-    """The sRGB image [3, H, W] of a packed input [1, 256, h, w], computed window by window; also
-    returns the number of windows. Each window's output is unpacked straight into the image, so
-    no full-size feature map ever exists."""
+    """The sRGB image (H x W x 3, clipped to [0, 1]) of a packed input [1, 256, h, w], computed window
+    by window; also returns the number of windows. Each window's output is unpacked straight into
+    the image, so no full-size feature map ever exists."""
     _, _, h, w = packed.shape
-    image = np.empty((3, h * GRID, w * GRID), np.float32)
+    image = np.empty((h * GRID, w * GRID, 3), np.float32)
     rows, columns = plan_axis(h, window[0], halo), plan_axis(w, window[1], halo)
     for r in rows:
         for c in columns:
@@ -110,6 +110,6 @@ def run_tiled(run_packed: Callable[[np.ndarray], np.ndarray], packed: np.ndarray
             x0, x1 = 2 * (c.core_start - c.start), 2 * (c.core_end - c.start)
             if not np.isfinite(features[:, y0:y1, x0:x1]).all():
                 raise FloatingPointError("the network's output holds NaN or Inf values")
-            image[:, r.core_start * GRID : r.core_end * GRID, c.core_start * GRID : c.core_end * GRID] = \
-                unpack_rgb(features[:, y0:y1, x0:x1])
+            image[r.core_start * GRID : r.core_end * GRID, c.core_start * GRID : c.core_end * GRID] = \
+                features_to_image(np.ascontiguousarray(features[:, y0:y1, x0:x1]))
     return image, len(rows) * len(columns)

@@ -18,7 +18,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .bayer import GRID, HISTOGRAM_EDGES, MIN_SIZE
+from .bayer import GRID, HISTOGRAM_EDGES, MIN_SIZE, histogram_counts
 from .errors import UserError
 from .fileio import atomic_write_json, file_sha256
 

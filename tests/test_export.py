@@ -326,3 +326,25 @@ def test_export_all_survives_a_crash_a_hang_and_an_exception_and_resumes(tmp_pat
     assert again["failed"] == 0
     assert {k for k, r in rows.items() if r["reused"]} >= ok - {"onnxruntime-int8"}
     assert not any(rows[k]["reused"] for k in ("openvino-fp32", "tflite-fp32", "onnxruntime-fp32"))
+
+
+@needs_torch
+def test_exported_graphs_have_no_high_rank_transposes(artifacts):
+    """The inner PixelShuffle is exported as a transposed convolution: no 5-D/6-D transposes anywhere;
+    TFLite keeps only the two 4-D layout transposes of its NCHW input and output."""
+    if "tflite" in artifacts:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+        interp = Interpreter(model_path=str(Path(artifacts["tflite"]["path"]) / "model.tflite"),
+                             experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        ops = [op["op_name"] for op in interp._get_ops_details()]
+        assert ops.count("TRANSPOSE") == 2 and "RESHAPE" not in ops and "TRANSPOSE_CONV" in ops
+        shapes = {t["index"]: len(t["shape"]) for t in interp.get_tensor_details()}
+        assert all(shapes[i] <= 4 for op in interp._get_ops_details() for i in op["inputs"] if i >= 0)
+    if "openvino" in artifacts:
+        import openvino as ov
+
+        model = ov.Core().read_model(str(Path(artifacts["openvino"]["path"]) / "model.xml"))
+        kinds = [op.get_type_name() for op in model.get_ops()]
+        assert "Transpose" not in kinds and "ConvolutionBackpropData" in kinds
+        assert all(len(op.get_output_partial_shape(0)) <= 4 for op in model.get_ops() if op.get_output_size())

@@ -98,3 +98,17 @@ def test_unknown_target_suggests_the_closest(tmp_path):
 
     with pytest.raises(UserError, match="openvino"):
         count_artifact_parameters(tmp_path, {"target": "openvin"})
+
+
+def test_the_exported_pixel_shuffle_is_data_movement_not_parameters():
+    torch = pytest.importorskip("torch")
+    from toolkit.model import DepthToSpaceConv
+    from toolkit.params import is_data_movement
+
+    one_hot = DepthToSpaceConv(64).weight.numpy()
+    assert is_data_movement(one_hot) and is_data_movement((one_hot * 127).astype("int8"))
+    assert is_data_movement(one_hot.transpose(1, 2, 3, 0))  # TFLite's filter layout
+    learned = torch.nn.ConvTranspose2d(64, 16, 2, stride=2).weight.detach().numpy()
+    assert not is_data_movement(learned)
+    x = torch.rand(1, 64, 5, 7)
+    assert torch.equal(DepthToSpaceConv(64)(x), torch.nn.functional.pixel_shuffle(x, 2))

@@ -32,6 +32,9 @@ FP32_MAX_ABS = 1e-4
 INT8_MIN_PSNR_VS_FP32 = 40.0
 INT8_MAX_GT_LOSS_DB = 0.3
 VALIDATION_SCENES = 4
+# What the exported graph looks like; artifacts of another graph version are rebuilt, never reused.
+# 2: the inner PixelShuffle as a one-hot transposed convolution (no 6-D transposes).
+GRAPH_VERSION = 2
 
 
 def meets_bar(precision: str, validation: dict) -> bool:
@@ -178,6 +181,7 @@ def export(
                 "variant": model.variant,
                 "parameters": count_parameters(model),
                 "macs_per_pixel": macs_per_pixel(),
+                "graph_version": GRAPH_VERSION,
                 "weights_sha256": model.checkpoint_info["sha256"],
                 "trained": model.checkpoint_info["trained"],
             },
@@ -225,7 +229,7 @@ def reusable_artifact(folder: Path, target: str, precision: str, size: tuple[int
     used = str(Path(used).resolve()) if used else None
     same = (manifest["target"] == target and manifest["precision"] == precision and manifest["size"] == list(size)
             and manifest["model"].get("weights_sha256") == weights and (allow_degraded or not manifest["validation"]["degraded"])
-            and "macs_per_pixel" in manifest["model"] and (precision == "fp32" or used == wanted_calibration))
+            and manifest["model"].get("graph_version") == GRAPH_VERSION and (precision == "fp32" or used == wanted_calibration))
     return manifest if same else None
 
 

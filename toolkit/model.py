@@ -124,7 +124,7 @@ class LLPackNet(nn.Module):
         with torch.inference_mode():
             return float(self.gain(torch.from_numpy(np.ascontiguousarray(mosaic))[None, None]).reshape(()))
 
-    def packed_body(self, packed: torch.Tensor) -> torch.Tensor:
+    def packed_body(self, packed: torch.Tensor, upsample: nn.Module | None = None) -> torch.Tensor:
         """Everything between Pack and UnPack: [N, 256, h, w] (gain applied) -> [N, 192, 2h, 2w].
 
         This is the part that deployment targets run; Pack, the gain and UnPack are exact data
@@ -136,7 +136,9 @@ class LLPackNet(nn.Module):
         f1 = self.RDB1(f0)
         f2 = self.RDB2(f1)
         f3 = self.RDB3(f2)
-        out = self.final(self.after_rdb(torch.cat([f1, f2, f3], dim=1)) + f0)
+        x = self.after_rdb(torch.cat([f1, f2, f3], dim=1)) + f0
+        shuffle, block, conv = self.final
+        out = conv(block((upsample or shuffle)(x)))
         return torch.sigmoid(out) if self.config.sigmoid else out  # elementwise: commutes with UnPack
 
     def forward(self, mosaic: torch.Tensor, gain: torch.Tensor | None = None) -> torch.Tensor:
@@ -174,15 +176,36 @@ def macs_per_pixel() -> float:
     return ((total - final) / 256.0) + final / 64.0
 
 
+class DepthToSpaceConv(nn.Module):
+    """PixelShuffle(r) as a stride-r transposed convolution with one-hot weights.
+
+    The same numbers (every output is one input times 1.0), but converters emit one native
+    TRANSPOSE_CONV / ConvolutionBackpropData instead of a 6-D reshape-transpose chain."""
+
+    def __init__(self, channels: int, r: int = 2):
+        super().__init__()
+        weight = torch.zeros(channels, channels // (r * r), r, r)
+        for c in range(channels):  # input channel c = out * r * r + i * r + j, as in pixel_shuffle
+            weight[c, c // (r * r), (c % (r * r)) // r, c % r] = 1.0
+        self.register_buffer("weight", weight)
+        self.r = r
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv_transpose2d(x, self.weight, stride=self.r)
+
+
 class PackedBody(nn.Module):
-    """The exportable part of LLPackNet (`LLPackNet.packed_body`) as a module of its own."""
+    """The exportable part of LLPackNet (`LLPackNet.packed_body`) as a module of its own, with the
+    inner PixelShuffle as a transposed convolution so exported graphs carry no 6-D transposes."""
 
     def __init__(self, model: LLPackNet):
         super().__init__()
         self.model = model
+        shuffle, block, _ = model.final
+        self.upsample = DepthToSpaceConv(block.conv_1x1.out_channels * shuffle.upscale_factor ** 2, shuffle.upscale_factor)
 
     def forward(self, packed: torch.Tensor) -> torch.Tensor:
-        return self.model.packed_body(packed)
+        return self.model.packed_body(packed, self.upsample)
 
 
 def amplifier_affine(model: LLPackNet) -> tuple[list[float], float] | None:

@@ -15,6 +15,16 @@ from pathlib import Path
 from .errors import MissingDependencyError, UserError, closest_hint
 
 
+def is_data_movement(weights) -> bool:
+    """A one-hot transposed convolution (the exported PixelShuffle, `toolkit.model.DepthToSpaceConv`):
+    one equal non-zero per input channel. It moves values, it learns nothing: not parameters."""
+    import numpy as np
+
+    w = np.asarray(weights)
+    nonzero = w[w != 0]
+    return w.ndim == 4 and nonzero.size == max(w.shape) and bool(np.all(nonzero == nonzero.flat[0]))
+
+
 def _torch_parameters(folder: Path) -> int:
     """Elements of the checkpoint's body tensors: the amplifier never reaches an exported graph."""
     try:
@@ -71,6 +81,8 @@ def _openvino_parameters(folder: Path) -> int:
         if op.get_type_name() not in _OV_CONVS:
             continue
         weight = _ov_largest_constant(op.input_value(1).get_node())
+        if weight is not None and "Backprop" in op.get_type_name() and is_data_movement(weight.get_data()):
+            continue
         if weight is not None:
             counted[weight.get_name()] = _ov_size(weight)
         for target in op.output(0).get_target_inputs():
@@ -108,6 +120,12 @@ def _tflite_parameters(folder: Path) -> int:
         if slot is None:
             continue
         inputs = list(op["inputs"])
+        if op["op_name"] == "TRANSPOSE_CONV":
+            try:
+                if is_data_movement(interp.get_tensor(inputs[1])):
+                    continue
+            except ValueError:  # not a constant buffer: a learned (or computed) filter, counted below
+                pass
         counted[inputs[1]] = int(np.prod(shapes[inputs[1]]))
         bias = inputs[slot] if len(inputs) > slot else -1
         if bias < 0:
@@ -145,7 +163,10 @@ def _onnx_parameters(folder: Path) -> int:
             name = node.input[0]
         return name
 
+    arrays = {t.name: t for t in graph.initializer}
     counted = {src for node in graph.node if node.op_type in ("Conv", "ConvTranspose")
+               if not (node.op_type == "ConvTranspose" and source(node.input[1]) in arrays
+                       and is_data_movement(numpy_helper.to_array(arrays[source(node.input[1])])))
                for name in node.input[1:] if name and (src := source(name)) is not None}
     return sum(sizes[name] for name in counted)
 

@@ -70,3 +70,32 @@ def rpi_bundle(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("bundle")
     return build_bundle("rpi5", root / "bundle-rpi5", ["fp32", "int8"], "64x96", root / "artifacts", show_progress=False)
+
+
+SMALL_SIZE = (64, 96)
+EXPORT_CASES = [("torch", "fp32"), ("openvino", "fp32"), ("openvino", "int8"), ("tflite", "fp32"), ("tflite", "int8"),
+                ("onnxruntime", "fp32"), ("onnxruntime", "int8")]
+_NEEDS = {"torch": [], "openvino": ["openvino"], "tflite": ["ai_edge_litert|tflite_runtime", "litert_torch"],
+          "onnxruntime": ["onnxruntime", "onnx"]}
+_INT8_NEEDS = {"torch": [], "openvino": ["nncf"], "tflite": ["ai_edge_quantizer"], "onnxruntime": []}
+
+
+def missing_for_export(target: str, precision: str) -> str | None:
+    """The first module exporting (target, precision) needs that is not installed ("a|b": either will do)."""
+    for need in ["torch"] + _NEEDS[target] + (_INT8_NEEDS[target] if precision == "int8" else []):
+        if not any(importlib.util.find_spec(m) for m in need.split("|")):
+            return need
+    return None
+
+
+@pytest.fixture(scope="session")
+def small_artifacts(tmp_path_factory) -> dict:
+    """Every available target and precision exported once per test run at 64x96, shared read-only by the
+    tests that only read artifacts: {(target, precision): manifest with 'path'}. INT8 builds that miss
+    the bar are kept (marked): accuracy is test_export's business."""
+    pytest.importorskip("torch")
+    from toolkit.export import export
+
+    root = tmp_path_factory.mktemp("small-artifacts")
+    return {(target, precision): export(target, precision, SMALL_SIZE, root / f"{target}-{precision}", allow_degraded=precision == "int8")
+            for target, precision in EXPORT_CASES if missing_for_export(target, precision) is None}

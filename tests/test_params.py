@@ -9,40 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from conftest import needs_torch
+from conftest import EXPORT_CASES, missing_for_export, needs_torch
 
 ROOT = Path(__file__).resolve().parents[1]
-SIZE = (64, 96)
 BODY_PARAMETERS = 1_169_088  # LLPackNet without its amplifier: what every exported graph holds
-CASES = [("torch", "fp32"), ("openvino", "fp32"), ("openvino", "int8"), ("tflite", "fp32"), ("tflite", "int8"),
-         ("onnxruntime", "fp32"), ("onnxruntime", "int8")]
-NEEDS = {"torch": [], "openvino": ["openvino"], "tflite": ["ai_edge_litert|tflite_runtime", "litert_torch"],
-         "onnxruntime": ["onnxruntime", "onnx"]}
-INT8_NEEDS = {"openvino": ["nncf"], "tflite": ["ai_edge_quantizer"], "onnxruntime": []}
-
-
-def _missing(target: str, precision: str) -> str | None:
-    """The first module this export needs that is not installed ("a|b": either will do)."""
-    for need in NEEDS[target] + (INT8_NEEDS[target] if precision == "int8" else []):
-        if not any(importlib.util.find_spec(m) for m in need.split("|")):
-            return need
-    return None
+CASES = EXPORT_CASES
 
 
 @pytest.fixture(scope="module")
-def artifacts(tmp_path_factory):
-    """Export every available target and precision once for this module."""
-    pytest.importorskip("torch")
-    from toolkit.export import export
-
-    root = tmp_path_factory.mktemp("param-artifacts")
-    built = {}
-    for target, precision in CASES:
-        if _missing(target, precision) is None:
-            # Accuracy is test_export's business; ONNX Runtime INT8 can miss the bar, and is still counted.
-            built[target, precision] = export(target, precision, SIZE, root / f"{target}-{precision}",
-                                              allow_degraded=precision == "int8")
-    return built
+def artifacts(small_artifacts):
+    return small_artifacts
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +36,7 @@ def body_parameters() -> int:
 @needs_torch
 @pytest.mark.parametrize(("target", "precision"), CASES, ids=[f"{t}-{p}" for t, p in CASES])
 def test_artifact_holds_exactly_the_pytorch_body(artifacts, body_parameters, target, precision):
-    missing = _missing(target, precision)
+    missing = missing_for_export(target, precision)
     if missing:
         pytest.skip(f"{missing} is not installed")
     from toolkit.params import count_artifact_parameters

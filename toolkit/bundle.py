@@ -16,7 +16,6 @@ Layout of a bundle:
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import os
 import shutil
@@ -30,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError
-from .fileio import atomic_path, atomic_write_bytes, atomic_write_json, file_sha256
+from .fileio import atomic_path, atomic_write_bytes, atomic_write_json, file_sha256, read_json_document
 
 log = logging.getLogger(__name__)
 
@@ -261,15 +260,8 @@ def open_bundle(path: str | os.PathLike, extract_to: Path | None = None) -> Bund
     if root.is_file():
         root = safe_extract(root, extract_to or root.with_name(root.name.split(".tar")[0].split(".tgz")[0] + ".extracted"))
     info_path = root / BUNDLE_FILE
-    try:
-        info = json.loads(info_path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{info_path} is missing or not valid JSON", "copy the whole bundle again") from exc
-    if not isinstance(info, dict) or info.get("schema") != BUNDLE_SCHEMA:
-        raise BundleError(f"{root} is not an LLPackNet Edge bundle", "build one with 'llpack bundle'")
-    if info.get("schema_version") != BUNDLE_VERSION:
-        raise BundleError(f"{root} is bundle version {info.get('schema_version')}, this toolkit reads {BUNDLE_VERSION}",
-                          "install the toolkit version of the bundle's wheel")
+    info = read_json_document(info_path, BUNDLE_SCHEMA, BUNDLE_VERSION, "bundle",
+                              "copy the whole bundle again, built by 'llpack bundle' of the toolkit version in its wheels/", BundleError)
     files = info.get("files")
     if not isinstance(files, dict) or not isinstance(info.get("artifacts"), list):
         raise BundleError(f"{info_path} lacks its file list", "build the bundle again")

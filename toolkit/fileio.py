@@ -35,6 +35,23 @@ def _check_output_dir(path: Path) -> None:
         raise OutputError(f"output folder {parent} is not writable", "choose a folder you can write to")
 
 
+def read_json_document(path: Path, schema: str, version: int, kind: str, redo: str, error=None) -> dict:
+    """A JSON file this toolkit wrote (a report, a bundle's index): readable, an object, the right
+    `schema` and `schema_version`; anything else is one `error` (a UserError class) naming the file."""
+    from .errors import UserError
+
+    error = error or UserError
+    try:
+        document = json.loads(Path(path).read_text())
+    except (OSError, ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise error(f"{path} is missing or not valid JSON ({type(exc).__name__})", redo) from exc
+    if not isinstance(document, dict) or document.get("schema") != schema:
+        raise error(f"{path} is not an LLPackNet Edge {kind}", redo)
+    if document.get("schema_version") != version:
+        raise error(f"{path} has {kind} version {document.get('schema_version')}, this toolkit reads {version}", redo)
+    return document
+
+
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """Hex SHA-256 of a file, read in chunks."""
     digest = hashlib.sha256()

@@ -6,7 +6,6 @@ machine, never against remembered figures: the machines are shared and noisy.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError
-from .fileio import atomic_path, atomic_write_bytes, atomic_write_json
+from .fileio import atomic_path, atomic_write_bytes, atomic_write_json, read_json_document
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +100,7 @@ def ratios_against(row: dict, reference: dict | None) -> dict | None:
         return None
 
     def ratio(a, b):
-        return round(a / b, 4) if a is not None and b else None
+        return float(f"{a / b:.5g}") if a is not None and b else None
 
     pre_post = ("preprocess", "inference", "postprocess")
     return {
@@ -381,15 +380,8 @@ def read_report(path: str | os.PathLike) -> dict:
         file = file / "report.json"
     if not file.is_file():
         raise UserError(f"{path} is not a profiler report", "give a report.json or the folder 'llpack profile' wrote")
-    try:
-        report = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{file} is not valid JSON ({exc})", "profile again") from exc
-    if not isinstance(report, dict) or report.get("schema") != REPORT_SCHEMA:
-        raise UserError(f"{file} is not an LLPackNet Edge profile report", "give a report.json written by 'llpack profile'")
-    if report.get("schema_version") != REPORT_VERSION:
-        raise UserError(f"{file} has report version {report.get('schema_version')}, this toolkit reads {REPORT_VERSION}",
-                        "profile again with this toolkit")
+    report = read_json_document(file, REPORT_SCHEMA, REPORT_VERSION, "profile report",
+                                "give a report.json written by 'llpack profile' with this toolkit")
     if not isinstance(report.get("results"), list) or not isinstance(report.get("machine"), dict):
         raise UserError(f"{file} lacks its results or machine section", "profile again")
     return report

@@ -56,6 +56,7 @@ def main() -> int:
     parser.add_argument("--budget", type=float, default=512.0, help="memory budget (MB) for the tiled runs")
     parser.add_argument("--out", default="runs/bench-full")
     parser.add_argument("--artifacts", default="runs/artifacts-full")
+    parser.add_argument("--quick", action="store_true", help="tiled comparison for PyTorch only")
     parser.add_argument("--report", help="reuse a profile report made with --peak instead of profiling again")
     args = parser.parse_args()
 
@@ -91,7 +92,7 @@ def main() -> int:
         sample = Path(args.out) / "inputs" / args.size / "sample.dng"
     untiled = enhance_run(sample, None, "off", None)
     print(f"\nFP32 PyTorch untiled: {untiled}")
-    for label in ("torch-fp32", "openvino-fp32", "openvino-int8"):
+    for label in ("torch-fp32",) if args.quick else ("torch-fp32", "openvino-fp32", "openvino-int8"):
         model = None if label == "torch-fp32" else str(Path(args.artifacts) / f"{label}-{args.size}")
         if label != "torch-fp32":
             whole = enhance_run(sample, model, "off", None)

@@ -107,7 +107,7 @@ def test_unsafe_archives_are_never_extracted(tmp_path, name, link):
     result = _llpack("profile", str(archive), "--out", str(work / "prof"))
     assert result.returncode == 2 and ("unsafe path" in result.stderr or "link or special file" in result.stderr)
     assert not (tmp_path / "escaped.txt").exists() and not Path("/tmp/absolute-escape.txt").exists()
-    assert not (work / "prof" / "bundle").exists()  # nothing at all was extracted
+    assert not [p for p in (work / "prof").glob("bundle-*") if any(p.iterdir())]  # nothing at all was extracted
 
 
 def test_a_corrupt_archive_is_refused(tmp_path):
@@ -126,3 +126,24 @@ def test_a_bundle_whose_runtime_is_missing_says_what_to_install(bundle, tmp_path
     result = _llpack("profile", bundle["path"], "--out", str(tmp_path / "prof"), env={"PYTHONPATH": str(blocker)})
     assert result.returncode == 2
     assert 'pip install "llpacknet-edge[runtime]"' in result.stderr and "rpi5 bundle" in result.stderr
+
+
+def test_a_truncated_archive_is_refused(rpi_bundle, tmp_path):
+    data = Path(rpi_bundle["archive"]).read_bytes()
+    archive = tmp_path / "cut.tar.gz"
+    archive.write_bytes(data[: len(data) // 2])
+    result = _llpack("profile", str(archive), "--out", str(tmp_path / "prof"))
+    assert result.returncode == 2 and ("is damaged" in result.stderr or "not a readable" in result.stderr)
+
+
+@needs_torch
+def test_bundle_never_replaces_a_folder_that_is_not_a_bundle(tmp_path):
+    from toolkit.bundle import build_bundle
+    from toolkit.errors import UserError
+
+    precious = tmp_path / "Documents"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("years of work")
+    with pytest.raises(UserError, match="exists and is not a bundle"):
+        build_bundle("rpi4", precious, ["fp32"], "64x96", tmp_path / "artifacts", show_progress=False)
+    assert (precious / "thesis.txt").read_text() == "years of work"

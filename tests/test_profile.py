@@ -182,6 +182,10 @@ def test_nothing_to_profile_is_a_user_error(tmp_path):
     assert result.returncode == 2 and "not an artifact folder" in result.stderr
     result = _llpack("profile", "--all", "--device", "rpi9")
     assert result.returncode == 2 and "did you mean 'rpi" in result.stderr
+    result = _llpack("profile", "--all", "--checkpoint", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "o"))
+    assert result.returncode == 2 and "cannot read the checkpoint" in result.stderr
+    result = _llpack("profile", "--all", "--timeout", "0", "--out", str(tmp_path / "o"))
+    assert result.returncode == 2 and "--timeout positive" in result.stderr
 
 
 def test_report_reader_refuses_foreign_files(tmp_path):

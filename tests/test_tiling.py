@@ -112,3 +112,17 @@ def test_a_static_shape_artifact_tiles_an_image_larger_than_itself(tmp_path):
     assert np.max(np.abs(tiled.image - reference.image)) <= 1e-4
     with pytest.raises(Exception, match="larger than this model's input size"):
         Enhancer(ratio=250, model=folder, tile="off").enhance(mosaic)
+
+
+@needs_torch
+def test_an_artifact_too_small_to_tile_is_refused_with_the_size_to_export(small_artifacts):
+    from toolkit.enhance import Enhancer
+    from toolkit.errors import InputError
+    from toolkit.raw import Mosaic
+
+    if ("onnxruntime", "fp32") not in small_artifacts:
+        pytest.skip("needs onnxruntime")
+    mosaic = Mosaic(np.full((200, 300), 0.01, np.float32), "RGGB", np.zeros(4), 1.0, "synthetic")
+    enhancer = Enhancer(ratio=100, model=small_artifacts["onnxruntime", "fp32"]["path"])
+    with pytest.raises(InputError, match=r"too small to tile it.*export an artifact with --size of at least 640x640"):
+        enhancer.enhance(mosaic)

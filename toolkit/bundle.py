@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,6 +142,8 @@ def build_bundle(device: str, out: str | os.PathLike, precisions: list[str] | No
     height, width = parse_size(size) if isinstance(size, str) else tuple(size or parse_size(profile_info["sizes"][0]))
     torch = require_torch("building a bundle (it exports and records the x86 reference)")
     final = Path(out)
+    if final.exists() and not (final / BUNDLE_FILE).exists():  # replacing it would delete someone's folder
+        raise UserError(f"{final} exists and is not a bundle", "choose a new --out folder (an old bundle there is replaced)")
     weights = weights_sha256(checkpoint)
 
     from .artifact import staged_folder
@@ -230,24 +233,32 @@ def safe_extract(archive: Path, dest: Path) -> Path:
     except (tarfile.TarError, OSError) as exc:
         raise BundleError(f"{archive} is not a readable .tar.gz bundle ({exc})", "copy the archive again") from exc
     dest = dest.resolve()
-    with tar:
-        members = tar.getmembers()
-        for member in members:
-            target = (dest / member.name).resolve()
-            if Path(member.name).is_absolute() or ".." in Path(member.name).parts or not str(target).startswith(str(dest) + os.sep):
-                raise BundleError(f"{archive} holds an unsafe path ({member.name}): nothing was extracted", "do not use this archive")
-            if not (member.isfile() or member.isdir()):
-                raise BundleError(f"{archive} holds a link or special file ({member.name}): nothing was extracted", "do not use this archive")
-        dest.mkdir(parents=True, exist_ok=True)
-        for member in members:
-            target = dest / member.name
-            if member.isdir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            source = tar.extractfile(member)
-            with atomic_path(target) as tmp, open(tmp, "wb") as fh:
-                shutil.copyfileobj(source, fh)
+    try:
+        with tar:
+            return _extract_members(tar, archive, dest)
+    except (tarfile.TarError, EOFError, zlib.error) as exc:  # truncated or corrupted after the header
+        raise BundleError(f"{archive} is damaged ({type(exc).__name__}: {exc})", "copy the archive again") from exc
+
+
+def _extract_members(tar: tarfile.TarFile, archive: Path, dest: Path) -> Path:
+    """Check every member first, so an unsafe archive leaves nothing behind; then copy the files."""
+    members = tar.getmembers()
+    for member in members:
+        target = (dest / member.name).resolve()
+        if Path(member.name).is_absolute() or ".." in Path(member.name).parts or not str(target).startswith(str(dest) + os.sep):
+            raise BundleError(f"{archive} holds an unsafe path ({member.name}): nothing was extracted", "do not use this archive")
+        if not (member.isfile() or member.isdir()):
+            raise BundleError(f"{archive} holds a link or special file ({member.name}): nothing was extracted", "do not use this archive")
+    dest.mkdir(parents=True, exist_ok=True)
+    for member in members:
+        target = dest / member.name
+        if member.isdir():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        source = tar.extractfile(member)
+        with atomic_path(target) as tmp, open(tmp, "wb") as fh:
+            shutil.copyfileobj(source, fh)
     roots = [p for p in dest.iterdir() if (p / BUNDLE_FILE).exists()]
     if len(roots) != 1:
         raise BundleError(f"{archive} does not contain one bundle folder with {BUNDLE_FILE}", "build it again with 'llpack bundle'")

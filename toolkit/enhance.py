@@ -235,6 +235,14 @@ class Enhancer:
             if self.tile == "off":
                 raise InputError(f"the image ({cells[1] * GRID}x{cells[0] * GRID}) is larger than this model's input size "
                                  f"({static[1]}x{static[0]})", "allow tiling (--tile auto) or export an artifact of a larger --size")
+            from .tiling import DEFAULT_HALO_CELLS
+
+            smallest = 2 * DEFAULT_HALO_CELLS + 8
+            if (cells[0] > window[0] and window[0] < smallest) or (cells[1] > window[1] and window[1] < smallest):
+                raise InputError(f"the image ({cells[1] * GRID}x{cells[0] * GRID}) is larger than this model's input size "
+                                 f"({static[1]}x{static[0]}), which is too small to tile it (overlaps of "
+                                 f"{DEFAULT_HALO_CELLS * GRID} pixels need windows of at least {smallest * GRID})",
+                                 f"export an artifact with --size of at least {smallest * GRID}x{smallest * GRID}, or the image's size")
         elif isinstance(self.tile, int):
             window = (self.tile // GRID, self.tile // GRID)
         elif self.tile == "auto" and budget is not None:

@@ -209,7 +209,13 @@ def weights_sha256(checkpoint: str | Path | None) -> str | None:
     if checkpoint is None:
         default = Path(__file__).resolve().parent / "weights" / "llpacknet_default.pt"
         return file_sha256(default) if default.exists() else None
-    return file_sha256(checkpoint)
+    try:
+        return file_sha256(checkpoint)
+    except OSError as exc:
+        from .errors import CheckpointError
+
+        raise CheckpointError(f"cannot read the checkpoint {checkpoint} ({exc.strerror or exc})",
+                              "give the path of an LLPackNet .pt/.pth file") from exc
 
 
 def reusable_artifact(folder: Path, target: str, precision: str, size: tuple[int, int], weights: str | None,

@@ -34,8 +34,9 @@ class Outcome:
 def child_env(extra_path: str | None = None) -> dict:
     """This environment, with the toolkit's own source first on the path (an uninstalled checkout works too)."""
     env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, extra_path, env.get("PYTHONPATH")]))
+    root = Path(__file__).resolve().parents[1]
+    source = str(root) if (root / "pyproject.toml").exists() else None  # an installed wheel is found anyway
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [source, extra_path, env.get("PYTHONPATH")]))
     return env
 
 
@@ -46,8 +47,12 @@ def run_isolated(command: list[str], log_path: Path, timeout: float, env: dict |
     log_path.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     with open(log_path, "wb") as log_file, open(stdout_path or os.devnull, "wb") as out_file:
-        proc = subprocess.Popen(command, stdout=out_file if stdout_path else log_file, stderr=log_file,
-                                env=env or child_env(), start_new_session=True, stdin=subprocess.DEVNULL)
+        try:
+            proc = subprocess.Popen(command, stdout=out_file if stdout_path else log_file, stderr=log_file,
+                                    env=env or child_env(), start_new_session=True, stdin=subprocess.DEVNULL)
+        except OSError as exc:  # the interpreter itself could not be started (a wrong LLPACK_WORKER_PYTHON, say)
+            log_file.write(f"cannot start {command[0]}: {exc}\n".encode())
+            return Outcome(127, time.monotonic() - start)
         try:
             code = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

@@ -13,6 +13,7 @@ import datetime
 import json
 import logging
 import os
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,7 +147,7 @@ def collect_models(artifacts: list[str], all_targets: bool, sizes: list[tuple[in
                 else:
                     failures.append({"label": f"{row['target']}-{row['precision']}", "size": list(size), "error": row["error"],
                                      "stage": "export"})
-        elif have_torch and not any(s.label == REFERENCE and s.size == size for s in specs):
+        if have_torch and not any(s.label == REFERENCE and s.size == size for s in specs):
             from .export import export, reusable_artifact, weights_sha256
 
             folder = artifact_folder(artifacts_root, "torch", "fp32", size)
@@ -209,8 +210,8 @@ def measure_peaks(runtimes: list[str], run_dir: Path, threads: int | None, timeo
     peaks = {}
     for runtime in runtimes:
         out_path = run_dir / "work" / f"peak-{runtime}.json"
-        outcome = run_isolated([sys.executable, "-m", "toolkit.peak", runtime, str(threads or 0)], run_dir / "logs" / f"peak-{runtime}.log",
-                               timeout, child_env(), stdout_path=out_path)
+        outcome = run_isolated(list(worker_python() or [sys.executable]) + ["-m", "toolkit.peak", runtime, str(threads or 0)],
+                               run_dir / "logs" / f"peak-{runtime}.log", timeout, child_env(), stdout_path=out_path)
         lines = out_path.read_text().strip().splitlines() if out_path.exists() else []
         try:
             peaks[runtime] = json.loads(lines[-1]) if outcome.returncode == 0 and lines else {"error": outcome.reason(timeout)}
@@ -249,8 +250,8 @@ def profile(
         threads = threads or profile_info["threads"]
         if not sizes and not artifacts:
             sizes = profile_info["sizes"][:1]
-    if runs < 1 or warmup < 0 or repeats < 1:
-        raise UserError("--runs and --repeats must be at least 1 and --warmup at least 0")
+    if runs < 1 or warmup < 0 or repeats < 1 or (timeout is not None and timeout <= 0):
+        raise UserError("--runs and --repeats must be at least 1, --warmup at least 0 and --timeout positive")
     artifacts = list(artifacts or [])
     if not artifacts and not all_targets:
         raise UserError("nothing to profile", "name artifact folders or a bundle, or pass --all to export and profile every target")
@@ -263,7 +264,11 @@ def profile(
 
     from .bundle import is_bundle, open_bundle
 
-    bundles = [open_bundle(a, run_dir / "bundle") for a in artifacts if is_bundle(a)]
+    bundles = []
+    for index, path in enumerate(a for a in artifacts if is_bundle(a)):
+        extract_to = run_dir / f"bundle-{index}"
+        shutil.rmtree(extract_to, ignore_errors=True)  # an earlier run's extraction: never mixed with this one
+        bundles.append(open_bundle(path, extract_to))
     bundle_specs, inputs = [], {}
     for bundle in bundles:
         if profile_info is None:
@@ -295,10 +300,10 @@ def profile(
         if spec.kind == "artifact":
             try:
                 spec.extra["params"] = count_artifact_parameters(spec.path, read_manifest(spec.path))
-            except UserError as exc:
+            except Exception as exc:  # e.g. a runtime too old for the file: the worker counts, or fails only its row
                 log.info("%s: parameters will be counted by its worker (%s)", spec.key, exc)
     options = {"threads": threads, "runs": runs, "warmup": warmup,
-               "timeout": float(timeout) if timeout else DEFAULT_TIMEOUT_S, "python_prefix": worker_python()}
+               "timeout": float(timeout) if timeout is not None else DEFAULT_TIMEOUT_S, "python_prefix": worker_python()}
     progress = Progress(len(specs) * repeats, "profile", enabled=show_progress, every_s=0.0)
     measured: dict[str, list[dict]] = {s.key: [] for s in specs}
     done = 0

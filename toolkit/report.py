@@ -177,7 +177,7 @@ def build_report(specs, measured: dict, failures: list[dict], inputs: dict, opti
         row["vs_fp32"] = ratios_against(row, reference) if row["label"] != SID_LABEL or reference else None
         runtime = "torch" if row["label"] == SID_LABEL else row["target"]
         peak = (peaks or {}).get(runtime, {}).get("peak_gmac_per_s")
-        if peak and row.get("gmac_per_s"):
+        if peak and row.get("gmac_per_s") and row.get("precision") == "fp32":  # an FP32 peak says nothing of INT8 kernels
             row["fraction_of_peak"] = round(row["gmac_per_s"] / peak, 4)
     sizes = {f"{h}x{w}": {k: v for k, v in info.items() if k != "folder"} for (h, w), info in inputs.items()}
     return {

@@ -99,3 +99,21 @@ def small_artifacts(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("small-artifacts")
     return {(target, precision): export(target, precision, SMALL_SIZE, root / f"{target}-{precision}", allow_degraded=precision == "int8")
             for target, precision in EXPORT_CASES if missing_for_export(target, precision) is None}
+
+
+@pytest.fixture(scope="session")
+def small_packed_inputs(tmp_path_factory) -> Path:
+    """The export's held-out validation inputs at 64x96 (packed, true-ratio gain), stacked into one .npy."""
+    from toolkit.export import validation_inputs
+
+    path = tmp_path_factory.mktemp("small-inputs") / "packed.npy"
+    np.save(path, np.concatenate([packed for _, packed, _, _ in validation_inputs(SMALL_SIZE)]))
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_tflite_artifacts(small_artifacts) -> dict[str, Path]:
+    """{'fp32': folder, 'int8': folder}: the shared TFLite exports at 64x96."""
+    if ("tflite", "fp32") not in small_artifacts or ("tflite", "int8") not in small_artifacts:
+        pytest.skip("needs the TFLite converter and quantizer")
+    return {precision: Path(small_artifacts["tflite", precision]["path"]) for precision in ("fp32", "int8")}

@@ -110,31 +110,15 @@ def test_emulated_device_runtime_is_aarch64_without_torch(arm, cpu, runtime, tmp
 
 
 @pytest.fixture(scope="module")
-def artifacts(tmp_path_factory) -> dict[str, Path]:
-    """TFLite FP32 and INT8 artifacts at 64x96, exported by this (x86) environment."""
-    for module in ("torch", "ai_edge_litert", "litert_torch", "ai_edge_quantizer"):
-        pytest.importorskip(module)
-    from toolkit.export import export
-
-    root = tmp_path_factory.mktemp("emulation-artifacts")
-    return {precision: Path(export("tflite", precision, SIZE, root / precision, allow_degraded=precision == "int8")["path"])
-            for precision in ("fp32", "int8")}
+def artifacts(small_tflite_artifacts) -> dict[str, Path]:
+    return small_tflite_artifacts
 
 
 @pytest.fixture(scope="module")
-def packed_inputs(tmp_path_factory) -> Path:
-    from toolkit.export import validation_inputs
-
-    path = tmp_path_factory.mktemp("emulation-inputs") / "packed.npy"
-    np.save(path, np.concatenate([packed for _, packed, _, _ in validation_inputs(SIZE)]))
-    return path
-
-
-@pytest.fixture(scope="module")
-def x86_outputs(artifacts, packed_inputs) -> dict[str, np.ndarray]:
+def x86_outputs(artifacts, small_packed_inputs) -> dict[str, np.ndarray]:
     from toolkit.enhance import ArtifactBackend
 
-    packed = np.load(packed_inputs)
+    packed = np.load(small_packed_inputs)
     outputs = {}
     for precision, folder in artifacts.items():
         backend = ArtifactBackend(folder)
@@ -154,12 +138,12 @@ def test_xnnpack_applied_sees_a_graph_without_the_delegate(artifacts):
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 @pytest.mark.parametrize("cpu, runtime", COMBOS)
-def test_artifact_under_emulation_matches_x86(arm, artifacts, packed_inputs, x86_outputs, cpu, runtime, precision, tmp_path):
+def test_artifact_under_emulation_matches_x86(arm, artifacts, small_packed_inputs, x86_outputs, cpu, runtime, precision, tmp_path):
     from toolkit.artifact import read_manifest
 
     env = arm(runtime)
     out = tmp_path / "arm_out.npy"
-    proc = env.run(cpu, ["-c", RUNNER, str(artifacts[precision]), str(packed_inputs), str(out)],
+    proc = env.run(cpu, ["-c", RUNNER, str(artifacts[precision]), str(small_packed_inputs), str(out)],
                    capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]
     info = _last_json(proc.stdout)

@@ -130,33 +130,14 @@ def tflite_runtime_dir() -> Path:
 
 
 @pytest.fixture(scope="module")
-def artifacts(tmp_path_factory) -> dict[str, Path]:
-    """TFLite fp32 and int8 artifacts at 64x96, built by the main environment."""
-    pytest.importorskip("torch")
-    pytest.importorskip("ai_edge_litert")
-    pytest.importorskip("litert_torch")
-    pytest.importorskip("ai_edge_quantizer")
-    from toolkit.export import export
-
-    root = tmp_path_factory.mktemp("tflite-runtime-artifacts")
-    return {precision: Path(export("tflite", precision, SIZE, root / precision, allow_degraded=True)["path"])
-            for precision in ("fp32", "int8")}
-
-
-@pytest.fixture(scope="module")
-def packed_inputs(tmp_path_factory) -> Path:
-    """The export's held-out validation inputs (packed, true-ratio gain), stacked into one .npy."""
-    from toolkit.export import validation_inputs
-
-    path = tmp_path_factory.mktemp("tflite-runtime-inputs") / "packed.npy"
-    np.save(path, np.concatenate([packed for _, packed, _, _ in validation_inputs(SIZE)]))
-    return path
+def artifacts(small_tflite_artifacts) -> dict[str, Path]:
+    return small_tflite_artifacts
 
 
 @needs_torch
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_artifact_runs_on_tflite_runtime_2_14_like_on_ai_edge_litert(
-    tflite_runtime_dir, artifacts, packed_inputs, precision, tmp_path
+    tflite_runtime_dir, artifacts, small_packed_inputs, precision, tmp_path
 ):
     from toolkit.artifact import read_manifest
     from toolkit.enhance import ArtifactBackend
@@ -164,7 +145,7 @@ def test_artifact_runs_on_tflite_runtime_2_14_like_on_ai_edge_litert(
     folder = artifacts[precision]
     out = tmp_path / "tflite_runtime_out.npy"
     proc = _isolated(RUNNER, CACHE=str(tflite_runtime_dir), ROOT=str(ROOT), FOLDER=str(folder),
-                     INPUT=str(packed_inputs), OUTPUT=str(out))
+                     INPUT=str(small_packed_inputs), OUTPUT=str(out))
     assert proc.returncode == 0, proc.stderr[-4000:]
     info = json.loads(proc.stdout.strip().splitlines()[-1])
     assert info["tflite_runtime"] == TFLITE_RUNTIME and info["tflite_runtime_file"].startswith(str(tflite_runtime_dir))
@@ -172,7 +153,7 @@ def test_artifact_runs_on_tflite_runtime_2_14_like_on_ai_edge_litert(
     assert info["interpreter_module"].startswith("tflite_runtime.")
     assert info["loaded"] == ["tflite_runtime"] and not info["foreign"] and not info["site_packages_on_path"], info
 
-    packed = np.load(packed_inputs)
+    packed = np.load(small_packed_inputs)
     backend = ArtifactBackend(folder)  # the main environment: ai-edge-litert
     assert type(backend.runner.interp).__module__.startswith("ai_edge_litert.")
     reference = np.stack([backend.run_packed(x[None])[0] for x in packed])

@@ -169,7 +169,7 @@ def build_bundle(device: str, out: str | os.PathLike, precisions: list[str] | No
         from .raw import read_mosaic
         from .synth import sample_scene
         from .fileio import write_image
-        from .profile_worker import LLPackNetModel, load_scenes
+        from .profile_worker import LLPackNetModel, load_scenes, write_references
 
         x86 = stage / "x86"
         x86.mkdir()
@@ -182,8 +182,7 @@ def build_bundle(device: str, out: str | os.PathLike, precisions: list[str] | No
         with torch.inference_mode():
             np.save(x86 / "torch-fp32.output.npy", body(torch.from_numpy(packed)).numpy())
             images = [LLPackNetModel.to_image(body(torch.from_numpy(p)).numpy(), place) for p, _, place in load_scenes(inputs / "scenes.npz")]
-        with atomic_path(inputs / "reference.npz") as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, count=len(images), **{f"image_{i}": im.astype(np.float32) for i, im in enumerate(images)})
+        write_references(inputs / "reference.npz", images)
         for label, folder in labels:
             runner = get_target("tflite").load(stage / folder, read_manifest(stage / folder))
             np.save(x86 / f"{label}.output.npy", runner.run(packed))

@@ -103,6 +103,13 @@ def atomic_write_json(path: str | os.PathLike, obj: object) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
+def atomic_write_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
+    """Several arrays in one .npz (read back with allow_pickle=False), atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+
 def atomic_write_with(path: str | os.PathLike, writer: Callable[[Path], None]) -> None:
     """Let `writer` fill a temporary file, then move it into place."""
     with atomic_path(path) as tmp:

@@ -22,7 +22,7 @@ import numpy as np
 
 from .artifact import read_manifest
 from .errors import UserError
-from .fileio import atomic_path, atomic_write_json
+from .fileio import atomic_write_json, atomic_write_npz
 from .isolation import child_env, run_isolated
 from .progress import Progress
 from .report import REFERENCE, SID_LABEL
@@ -96,9 +96,7 @@ def prepare_inputs(folder: Path, size: tuple[int, int]) -> dict:
             arrays[f"packed_{i}"] = packed
             arrays[f"target_{i}"] = np.asarray(target, np.float32)
             arrays[f"place_{i}"] = np.array([place.top, place.left, place.height, place.width, place.padded_height, place.padded_width])
-        with atomic_path(scenes_file) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, count=len(scenes), **arrays)
+        atomic_write_npz(scenes_file, count=np.array(len(scenes)), **arrays)
         atomic_write_json(info_file, {"source": source, "count": len(scenes)})
     return {"sample": str(sample), "sample_ratio": SAMPLE_RATIO, **json.loads(info_file.read_text())}
 

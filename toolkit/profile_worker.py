@@ -87,6 +87,13 @@ def load_scenes(path: Path) -> list[tuple[np.ndarray, np.ndarray, Placement]]:
         return [(data[f"packed_{i}"], data[f"target_{i}"], Placement(*(int(v) for v in data[f"place_{i}"]))) for i in range(count)]
 
 
+def write_references(path: Path, images: list[np.ndarray]) -> None:
+    """The FP32 reference's images of the quality scenes, read back by `load_references`."""
+    from .fileio import atomic_write_npz
+
+    atomic_write_npz(path, count=np.array(len(images)), **{f"image_{i}": im.astype(np.float32) for i, im in enumerate(images)})
+
+
 def load_references(path: Path) -> list[np.ndarray] | None:
     if not path.exists():
         return None
@@ -249,12 +256,7 @@ def quality(model: LLPackNetModel, spec: dict, inputs: Path) -> dict:
     images = [model.to_image(model.run(packed), place) for packed, _, place in scenes]
     reference_path = inputs / "reference.npz"
     if spec.get("reference"):
-        arrays = {f"image_{i}": image.astype(np.float32) for i, image in enumerate(images)}
-        from .fileio import atomic_path
-
-        with atomic_path(reference_path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, count=len(images), **arrays)
+        write_references(reference_path, images)
     references = load_references(reference_path)
     vs_gt = [psnr(image, target) for image, (_, target, _) in zip(images, scenes)]
     out = {"scenes": len(scenes), "psnr_vs_gt_db": float(np.mean(vs_gt)),

@@ -9,12 +9,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from toolkit.bayer import pack_network_input, to_network_grid
 from toolkit.errors import InputError, UserError
+
+if TYPE_CHECKING:
+    from toolkit.raw import Mosaic
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +49,7 @@ def synthetic_calibration(count: int = DEFAULT_COUNT, crop: int = DEFAULT_CROP, 
 
 
 def raw_folder_calibration(
-    folder: str | Path, gain: Callable[[np.ndarray], float], count: int = DEFAULT_COUNT, crop: int = DEFAULT_CROP
+    folder: str | Path, gain: Callable[[Mosaic], float], count: int = DEFAULT_COUNT, crop: int = DEFAULT_CROP
 ) -> CalibrationSet:
     """Centre crops of the user's RAW files (sorted by name); `gain` maps a mosaic to its gain."""
     from toolkit.raw import read_mosaic
@@ -68,7 +71,7 @@ def raw_folder_calibration(
         ch, cw = min(crop, h), min(crop, w)
         y, x = (h - ch) // 32 * 16, (w - cw) // 32 * 16  # centre, on the 16-pixel grid
         patch = grid[y : y + ch, x : x + cw]
-        inputs.append(pack_network_input(patch, gain(mosaic.data)))
+        inputs.append(pack_network_input(patch, gain(mosaic)))
         used.append(file.name)
     for item in skipped:
         log.warning("calibration: skipped %s/%s", root, item)

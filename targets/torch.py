@@ -27,7 +27,18 @@ class TorchRunner:
 
     def run(self, packed: np.ndarray) -> np.ndarray:
         with self.torch.inference_mode():
-            return self.model.packed_body(self.torch.from_numpy(packed)).numpy()
+            return self.model.packed_body(self.torch.from_numpy(packed), lean=True).numpy()
+
+    # The two stages on their own, for tiled inference in strips (toolkit.tiling.run_strips).
+    def run_trunk_by_rows(self, packed_rows, height: int, step: int) -> np.ndarray:
+        """The trunk's output [1, 64, h, w] for the whole photo, from packed input rows read on demand."""
+        torch = self.torch
+        with torch.inference_mode():
+            return self.model.trunk_by_rows(lambda a, b: torch.from_numpy(packed_rows(a, b)), height, step).numpy()
+
+    def run_head(self, trunk_features: np.ndarray) -> np.ndarray:
+        with self.torch.inference_mode():
+            return self.model.head(self.torch.from_numpy(trunk_features), lean=True).numpy()
 
 
 def load(artifact_dir: Path, manifest: dict, threads: int | None) -> TorchRunner:

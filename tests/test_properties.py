@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from toolkit.artifact import SCHEMA, SCHEMA_VERSION, read_manifest, write_manifest
 from toolkit.bayer import GRID, PATTERNS, pack_rggb, plan_placement, to_network_grid, unpack_rggb, unpack_rgb
+from conftest import needs_torch
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 COLOUR = {"R": 0, "G": 1, "B": 2}
@@ -227,3 +228,66 @@ def test_fused_unpack_crop_clip_equals_the_composition(h, w, top, left, seed):
     place = Placement(top, left, 16 * h - top - int(rng.integers(0, 7)), 16 * w - left - int(rng.integers(0, 7)), 16 * h, 16 * w)
     expected = np.clip(place.crop(unpack_rgb(features)), 0, 1).transpose(1, 2, 0)
     assert np.array_equal(features_to_image(features, place), expected)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 4), st.sampled_from(PATTERNS), st.integers(0, 2**31 - 1), st.booleans())
+def test_pack_window_reads_the_padded_grid_from_the_unpadded_mosaic(h, w, pattern, seed, static):
+    """Any window of `pack_window` equals the same cells of Pack(to_network_grid(...)), the padding included."""
+    from toolkit.bayer import pack_network_input, pack_window
+
+    rng = np.random.default_rng(seed)
+    height, width = int(rng.integers(32, 16 * h + 32)), int(rng.integers(32, 16 * w + 32))
+    mosaic = rng.random((height, width), dtype=np.float32)
+    size = (16 * (h + 3), 16 * (w + 3)) if static else None
+    if static and (size[0] < height + 1 or size[1] < width + 1):
+        size = None
+    grid, place = to_network_grid(mosaic, pattern, size=size)
+    whole = pack_network_input(grid, 7.5)
+    rows = sorted(int(v) for v in rng.integers(0, place.padded_height // GRID + 1, 2))
+    columns = sorted(int(v) for v in rng.integers(0, place.padded_width // GRID + 1, 2))
+    rows, columns = (rows[0], max(rows[1], rows[0] + 1)), (columns[0], max(columns[1], columns[0] + 1))
+    if rows[1] > place.padded_height // GRID or columns[1] > place.padded_width // GRID:
+        return
+    expected = whole[:, :, rows[0] : rows[1], columns[0] : columns[1]]
+    assert np.array_equal(pack_window(mosaic, place, rows, columns, 7.5), expected)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 4), st.integers(-20, 20), st.integers(-20, 20), st.sampled_from([8, 16]),
+       st.integers(0, 2**31 - 1))
+def test_unpack_into_places_rounds_and_crops_like_the_float_image(h, w, y, x, bits, seed):
+    """A piece's features written at any offset (off the image edges too) give the rounded float image's pixels there."""
+    from toolkit.bayer import features_to_image, unpack_into
+    from toolkit.fileio import to_integer_image
+
+    rng = np.random.default_rng(seed)
+    features = rng.random((192, 2 * h, 2 * w), dtype=np.float32) * 1.6 - 0.3
+    piece = to_integer_image(features_to_image(features), bits)
+    out = np.zeros((40, 50, 3), np.uint8 if bits == 8 else np.uint16)
+    unpack_into(out, features, y, x)
+    expected = np.zeros_like(out)
+    ys, xs = slice(max(y, 0), max(min(y + 16 * h, 40), 0)), slice(max(x, 0), max(min(x + 16 * w, 50), 0))
+    expected[ys, xs] = piece[ys.start - y : ys.stop - y, xs.start - x : xs.stop - x] if ys.stop > ys.start and xs.stop > xs.start else 0
+    assert np.array_equal(out, expected)
+
+
+def test_histogram_of_signed_zero_nan_and_negatives_follows_numpy():
+    from toolkit.bayer import HISTOGRAM_EDGES, histogram_counts
+
+    x = np.array([-0.0, 0.0, -1e-40, -1e-3, np.nan, np.inf, 1.0, 1.0000001, 0.5, 3e-4, 3.7e-4], np.float32)
+    x = np.tile(x, 1000)
+    assert np.array_equal(histogram_counts(x, HISTOGRAM_EDGES), np.histogram(x, bins=HISTOGRAM_EDGES)[0])
+
+
+@needs_torch
+def test_lean_dense_blocks_give_the_same_numbers():
+    import torch
+
+    from toolkit.model import create_model
+
+    torch.manual_seed(3)
+    model = create_model().eval()
+    packed = torch.rand(1, 256, 9, 13) * 0.3
+    with torch.inference_mode():
+        assert torch.equal(model.packed_body(packed), model.packed_body(packed, lean=True))

@@ -27,6 +27,28 @@ def test_dng_roundtrip_levels_and_pattern(tmp_path, pattern):
     assert mosaic.data.dtype == np.float32 and mosaic.data.min() >= 0
 
 
+@pytest.mark.parametrize("shape", [(46, 62), (45, 61)])
+def test_camera_raw_levels_are_counted_while_reading(tmp_path, shape):
+    """The lookup-table normalisation gives normalise_levels' exact values, and the level counts it
+    makes on the way give the amplifier's histogram exactly, without another pass over the photo."""
+    from toolkit.bayer import HISTOGRAM_EDGES
+    from toolkit.raw import normalise_levels
+
+    rng = np.random.default_rng(2)
+    counts = rng.integers(0, 16383, shape).astype(np.uint16)
+    counts[0, :4] = (0, 16383, 500, 530)  # at and below black, at white
+    blacks = (500, 510, 520, 530)
+    write_dng(tmp_path / "a.dng", counts, "GRBG", black_level=blacks, white_level=16383)
+    mosaic = read_mosaic(tmp_path / "a.dng")
+    black_map = np.tile(np.array(blacks, np.float32).reshape(2, 2), (shape[0] // 2 + 1, shape[1] // 2 + 1))[: shape[0], : shape[1]]
+    assert np.array_equal(mosaic.data, normalise_levels(counts, black_map, np.float32(16383)))
+    assert np.array_equal(mosaic.histogram(HISTOGRAM_EDGES), np.histogram(mosaic.data, bins=HISTOGRAM_EDGES)[0])
+    if shape[0] % 2 == 0:  # counted while reading: the values are then read-only, so the counts stay true
+        assert "levels" in mosaic.extras and not mosaic.data.flags.writeable
+        with pytest.raises(ValueError):
+            mosaic.data[0, 0] = 1.0
+
+
 def test_npy_integer_mosaic_with_levels(tmp_path):
     counts = np.full((40, 48), 1024, np.uint16)
     np.save(tmp_path / "m.npy", counts)

@@ -230,12 +230,17 @@ def _check_files(root: Path, path: Path, files: dict) -> None:
             raise ArtifactError(f"{root}: {name} does not match its checksum (altered or truncated)", "copy the artifact again")
 
 
-def automatic_gain(manifest: dict, mosaic: np.ndarray) -> float | None:
-    """The paper's amplifier from the constants in a manifest (numpy only); None if it has none."""
+def automatic_gain(manifest: dict, mosaic) -> float | None:
+    """The paper's amplifier from the constants in a manifest (numpy only); None if it has none.
+    `mosaic`: a 2-D array, or a `Mosaic` (whose reader may have counted its levels already)."""
     gain_step = next(s for s in manifest["input"]["preprocessing"] if s["step"] == "gain")
     auto = gain_step.get("automatic")
     if auto is None:
         return None
-    counts = histogram_counts(mosaic, np.asarray(auto["edges"], np.float64))
-    value = float(np.dot(counts / mosaic.size, auto["coefficients"]) + auto["intercept"])
+    edges = np.asarray(auto["edges"], np.float64)
+    if isinstance(mosaic, np.ndarray):
+        counts, size = histogram_counts(mosaic, edges), mosaic.size
+    else:
+        counts, size = mosaic.histogram(edges), mosaic.data.size
+    value = float(np.dot(counts / size, auto["coefficients"]) + auto["intercept"])
     return value if value > 0 else 1e-4

@@ -8,6 +8,7 @@ cropped off the output again, so the result is aligned with, and the size of, th
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -74,24 +75,9 @@ def to_network_grid(
         raise ValueError("a Bayer mosaic is a 2-D array")
     height, width = mosaic.shape
     place = plan_placement(height, width, pattern, grid, size)
-    pads = (
-        (place.top, place.padded_height - height - place.top),
-        (place.left, place.padded_width - width - place.left),
-    )
-    return _reflect_pad(mosaic, pads), place
-
-
-def _reflect_pad(mosaic: np.ndarray, pads) -> np.ndarray:
-    """Reflect padding that keeps the Bayer phase, repeated when the pad exceeds the image."""
-    out = mosaic
-    (top, bottom), (left, right) = pads
-    while top or bottom or left or right:
-        h, w = out.shape
-        step = ((min(top, h - 1), min(bottom, h - 1)), (min(left, w - 1), min(right, w - 1)))
-        out = np.pad(out, step, mode="reflect")
-        top, bottom = top - step[0][0], bottom - step[0][1]
-        left, right = left - step[1][0], right - step[1][1]
-    return out
+    rows = reflect_indices(0, place.padded_height, place.top, height)
+    columns = reflect_indices(0, place.padded_width, place.left, width)
+    return mosaic[rows][:, columns], place
 
 
 def bayer_channel_index(pattern: str) -> np.ndarray:
@@ -119,15 +105,23 @@ def pack_rggb(mosaic: np.ndarray, block: int = 8) -> np.ndarray:
     return x.transpose(order).reshape(*lead, 4 * block * block, h, w)
 
 
+_POOL: ThreadPoolExecutor | None = None
+_POOL_PREFIX = "llpack-rows"
+
+
 def _in_row_blocks(rows: int, work) -> list:
     """work(start, stop) over row blocks on every core, results in order: numpy's copies and ufuncs
-    release the GIL, and a 12-megapixel frame is memory-bound work that one core cannot saturate."""
+    release the GIL, and a 12-megapixel frame is memory-bound work that one core cannot saturate.
+    One pool for the process: the same threads (and their malloc arenas) serve every call, so a
+    photo's many small tiles do not each leave freed memory behind in fresh threads' arenas."""
+    global _POOL
     workers = min(os.cpu_count() or 1, 8, max(rows // 8, 1))
-    bounds = np.linspace(0, rows, workers + 1).astype(int)
-    if workers == 1:
+    if workers == 1 or threading.current_thread().name.startswith(_POOL_PREFIX):  # no nesting
         return [work(0, rows)]
-    with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(lambda i: work(bounds[i], bounds[i + 1]), range(workers)))
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(min(os.cpu_count() or 1, 8), thread_name_prefix=_POOL_PREFIX)
+    bounds = np.linspace(0, rows, workers + 1).astype(int)
+    return list(_POOL.map(lambda i: work(bounds[i], bounds[i + 1]), range(workers)))
 
 
 def pack_network_input(mosaic: np.ndarray, gain: float) -> np.ndarray:
@@ -175,66 +169,145 @@ def unpack_rgb(features: np.ndarray, block: int = 8) -> np.ndarray:
     return x.transpose(order).reshape(*lead, 3, h * block, w * block)
 
 
-def features_to_image(features: np.ndarray, placement: "Placement | None" = None, block: int = 8) -> np.ndarray:
-    """UnPack, crop and clip in one pass: features [3*block*block, h, w] -> float32 H x W x 3 in [0, 1].
+def features_to_image(features: np.ndarray, placement: "Placement | None" = None, block: int = 8,
+                      bits: int | None = None) -> np.ndarray:
+    """UnPack, crop and clip in one pass: features [3*block*block, h, w] -> H x W x 3 in [0, 1] as float32,
+    or, with `bits` 8 or 16, already rounded to uint8/uint16 (no float image is ever built).
 
-    The channel order (3*(block*i + j) + k) is read as a strided view straight into height-width-
-    colour order, so no channel-first image is ever built; the same values as
-    `np.clip(placement.crop(unpack_rgb(features)), 0, 1).transpose(1, 2, 0)`."""
+    The same values as `np.clip(placement.crop(unpack_rgb(features)), 0, 1).transpose(1, 2, 0)`
+    (times 2**bits - 1, rounded, for integer output)."""
+    channels, h, w = features.shape
+    top, left = (placement.top, placement.left) if placement else (0, 0)
+    height, width = (placement.height, placement.width) if placement else (h * block, w * block)
+    out = np.empty((height, width, 3), OUTPUT_DTYPES[bits])
+    unpack_into(out, features, -top, -left, block)
+    return out
+
+
+OUTPUT_DTYPES = {None: np.float32, 8: np.uint8, 16: np.uint16}
+_ROWS_PER_STEP = 64  # output rows gathered at a time: a few MB, so no photo-sized temporary is ever made
+
+
+def unpack_into(out: np.ndarray, features: np.ndarray, y: int, x: int, block: int = 8) -> None:
+    """Write the UnPacked, clipped image of `features` [3*block*block, h, w] into `out` (H x W x 3,
+    float32 in [0, 1], or uint8/uint16 rounded), its top-left pixel at out[y, x]; what falls outside
+    `out` (negative y, x: the padding) is dropped. Tiles write their cores straight into the photo.
+
+    The channel order (3*(block*i + j) + k) is read as a strided view in height-width-colour order,
+    so no channel-first image is ever built."""
     channels, h, w = features.shape
     if channels != 3 * block * block:
         raise ValueError(f"UnPack needs {3 * block * block} channels")
     view = features.reshape(block, block, 3, h, w).transpose(3, 0, 4, 1, 2)  # y, i, x, j, k: a view
-    top, left = (placement.top, placement.left) if placement else (0, 0)
-    height, width = (placement.height, placement.width) if placement else (h * block, w * block)
-    out = np.empty((height, width, 3), np.float32)
+    r0, r1 = max(y, 0), min(y + h * block, out.shape[0])
+    c0, c1 = max(x, 0), min(x + w * block, out.shape[1])
+    if r0 >= r1 or c0 >= c1:
+        return
+    peak = None if out.dtype == np.float32 else float(np.iinfo(out.dtype).max)
 
-    def work(r0: int, r1: int) -> None:
-        # output rows r0..r1 are padded rows top+r0..top+r1: gather whole cell rows, then cut
-        y0, y1 = (top + r0) // block, -(-(top + r1) // block)
-        rows = view[y0:y1].reshape((y1 - y0) * block, w * block, 3)
-        start = top + r0 - y0 * block
-        np.clip(rows[start : start + r1 - r0, left : left + width], 0.0, 1.0, out=out[r0:r1])
+    def work(a: int, b: int) -> None:
+        for s in range(a, b, _ROWS_PER_STEP):
+            e = min(s + _ROWS_PER_STEP, b)
+            f0, f1 = r0 + s - y, r0 + e - y  # rows in the features' own pixel grid
+            y0, y1 = f0 // block, -(-f1 // block)
+            rows = view[y0:y1].reshape((y1 - y0) * block, w * block, 3)  # gathers whole cell rows
+            part = rows[f0 - y0 * block : f1 - y0 * block, c0 - x : c1 - x]
+            if peak is None:
+                np.clip(part, 0.0, 1.0, out=out[r0 + s : r0 + e, c0:c1])
+            else:
+                np.clip(part, 0.0, 1.0, out=part)
+                part *= peak
+                np.rint(part, out=part)
+                out[r0 + s : r0 + e, c0:c1] = part
 
-    _in_row_blocks(height, work)
-    return out
+    _in_row_blocks(r1 - r0, work)
+
+
+def reflect_indices(start: int, stop: int, offset: int, length: int) -> slice | np.ndarray:
+    """Source indices of padded positions [start, stop) when the source sits at `offset` in the
+    padded axis and the padding mirrors it (edge not repeated, again and again if the pad is longer):
+    a slice when no position falls in the padding. A period of 2 * (length - 1) keeps the Bayer phase."""
+    first, last = start - offset, stop - 1 - offset
+    if first >= 0 and last < length:
+        return slice(first, last + 1)
+    index = np.arange(first, last + 1)
+    if length == 1:
+        return np.zeros_like(index)
+    period = 2 * (length - 1)
+    index = np.mod(index, period)
+    return np.where(index >= length, period - index, index)
+
+
+def pack_window(mosaic: np.ndarray, placement: Placement, rows: tuple[int, int], columns: tuple[int, int],
+                gain: float) -> np.ndarray:
+    """`pack_network_input` of the cells rows x columns of the padded network grid, read straight from
+    the unpadded mosaic: a window never needs the whole padded photo, and the whole photo never needs
+    a padded copy when it is already on the grid."""
+    ry = reflect_indices(rows[0] * GRID, rows[1] * GRID, placement.top, placement.height)
+    cx = reflect_indices(columns[0] * GRID, columns[1] * GRID, placement.left, placement.width)
+    return pack_network_input(mosaic[ry][:, cx], gain)
 
 
 # The paper's amplifier reads a 63-bin histogram with log-spaced edges over [0, 1].
 HISTOGRAM_EDGES = ((2.0 ** np.linspace(0.0, 8.0, 64)) - 1.0) / 255.0
-_FINE = 1 << 16  # uniform fine cells per unit: an exact power-of-two scale, so floor(x * _FINE) is exact
+_CELLS = 1 << 16  # cells of equal top 16 bits of a float32 (sign, exponent, 7 mantissa bits)
+_CHUNK = 1 << 18  # values counted at a time: bounded temporaries on a photo of any size
 
 
 def histogram_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """`np.histogram(values, bins=edges)[0]` for increasing edges inside [0, 1] and finite values
-    (normalised mosaics), in a few linear passes instead of a binary search per value.
+    """`np.histogram(values, bins=edges)[0]` for increasing edges inside [0, 1], in two cheap passes
+    over float32 values instead of a binary search per value, with bounded temporary memory.
 
-    A value x in [0, 1) lies in fine cell floor(x * 2^16) (exact: a power-of-two scale). A cell that
-    holds no edge belongs wholly to one bin; only the values in cells that hold an edge, and those
-    at or above 1, are compared exactly with numpy's own rule."""
+    For a float32 x >= 0 the bit pattern orders like the value, so x >= edge (numpy compares in
+    float64) exactly when bits(x) >= bits(the smallest float32 >= edge). Values are counted per cell
+    of equal top 16 bits (read as a strided view, no arithmetic); a cell holding no bin boundary lies
+    wholly in one bin, and only the values in the few cells that do are compared with numpy's rule."""
     edges = np.asarray(edges, np.float64)
     x = np.asarray(values).ravel()
-    if x.size == 0 or edges[0] < 0 or edges[-1] > 1 or float(x.min()) < 0:
+    if x.dtype != np.float32 or x.size == 0 or edges[0] < 0 or edges[-1] > 1 or np.any(np.diff(edges) <= 0):
         return np.histogram(x, bins=edges)[0]
-    fine = _FINE
+    lower = edges.astype(np.float32)
+    lower = np.where(lower < edges, np.nextafter(lower, np.float32(np.inf)), lower)  # smallest float32 >= edge
+    starts = lower.view(np.uint32).astype(np.int64)
+    top = np.float32(edges[-1])
+    top = np.nextafter(top, np.float32(-np.inf)) if top > edges[-1] else top  # numpy closes the last bin
+    end = int(np.asarray(top).view(np.uint32)) + 1  # the first bit pattern above the last bin
+    cell_lows = np.arange(_CELLS, dtype=np.int64) << 16
+    bin_of = np.searchsorted(starts, cell_lows, side="right") - 1
+    bin_of[cell_lows >= end] = -1
+    bin_of[_CELLS // 2 :] = -1  # sign bit set: below the first edge (but see -0.0 just below)
+    exact = np.zeros(_CELLS, bool)
+    bounds = np.append(starts, end)
+    exact[(bounds >> 16)[(bounds & 0xFFFF) != 0]] = True  # a boundary strictly inside the cell
+    exact[_CELLS // 2] = True  # -0.0 (counted like 0.0) and negative denormals
+    high = x.view(np.uint16)[1::2] if np.little_endian else x.view(np.uint16)[0::2]
 
-    def count(r0: int, r1: int):  # fine cells 0..fine-1 for [0, 1); fine: x >= 1
-        cell = np.minimum(x[r0:r1] * np.float32(fine), fine).astype(np.intp)
-        return x[r0:r1], cell, np.bincount(cell, minlength=fine + 1)
+    def count(s: int, e: int):
+        per_cell, near = np.zeros(_CELLS, np.int64), []
+        for a in range(s, e, _CHUNK):
+            b = min(a + _CHUNK, e)
+            cells = high[a:b]
+            per_cell += np.bincount(cells, minlength=_CELLS)
+            mask = exact[cells]
+            if mask.any():
+                near.append(x[a:b][mask])
+        return per_cell, near
 
     blocks = _in_row_blocks(x.size, count)
-    per_cell = sum(block[2] for block in blocks)
-    lower = np.arange(fine + 1) / fine
-    bin_of = np.searchsorted(edges, lower, side="right") - 1  # the bin of each cell's lower end
-    bin_of[lower >= edges[-1]] = -1
-    scaled = edges * fine
-    exact = np.zeros(fine + 1, bool)
-    exact[np.floor(scaled[scaled != np.floor(scaled)]).astype(np.int64)] = True  # an edge strictly inside the cell
-    exact[fine] = True  # x >= 1: numpy closes the last bin at 1 and drops anything above
-    keep = ~exact & (bin_of >= 0)
+    per_cell = sum(block[0] for block in blocks)
+    keep = (bin_of >= 0) & ~exact
     counts = np.bincount(bin_of[keep], weights=per_cell[keep], minlength=len(edges) - 1).astype(np.int64)
-    near_edges = np.concatenate([part[exact[cell]] for part, cell, _ in blocks])
-    return counts + np.histogram(near_edges, bins=edges)[0]
+    near = [part for block in blocks for part in block[1]]
+    if near:
+        counts += np.histogram(np.concatenate(near), bins=edges)[0]
+    return counts
+
+
+def level_histogram(levels: np.ndarray, counts: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """`np.histogram` of a mosaic given as its distinct values (`levels`) and how often each occurs:
+    what a camera RAW's reader knows for free, so the amplifier never reads the photo again."""
+    weighted = np.histogram(np.asarray(levels), bins=np.asarray(edges, np.float64), weights=np.asarray(counts, np.float64))[0]
+    return np.rint(weighted).astype(np.int64)
 
 
 def exposure_histogram(mosaic: np.ndarray) -> np.ndarray:

@@ -176,7 +176,7 @@ def build_bundle(device: str, out: str | os.PathLike, precisions: list[str] | No
         manifest = read_manifest(stage / labels[0][1])
         mosaic = read_mosaic(inputs / "sample.dng")
         grid, _ = to_network_grid(mosaic.data, mosaic.pattern, size=(height, width))
-        packed = pack_network_input(grid, automatic_gain(manifest, mosaic.data) or info_inputs["sample_ratio"])
+        packed = pack_network_input(grid, automatic_gain(manifest, mosaic) or info_inputs["sample_ratio"])
         np.save(x86 / "sample_packed.npy", packed)
         body = PackedBody(load_model(checkpoint)).eval()
         with torch.inference_mode():

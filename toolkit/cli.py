@@ -56,8 +56,8 @@ def _add_enhance(p: argparse.ArgumentParser) -> None:
                    help="for a folder of inputs: write OUTPUT/<name>.png (default) or .tif")
     mem = p.add_argument_group("memory")
     mem.add_argument("--tile", default="auto",
-                     help="'auto' (tile when the image is larger than the artifact or over the budget), 'off', or a "
-                          "window size in pixels, e.g. 1024")
+                     help="'auto' (tile when the image is larger than the artifact or over the budget: strips for "
+                          "the PyTorch model, windows for artifacts), 'off', or a window size in pixels, e.g. 1024")
     mem.add_argument("--memory-budget", type=float, help="MB the enhancement may use above the runtime; tiles are sized to fit")
     mem.add_argument("--device", help="take the memory budget and threads from a device profile (x86-2core, rpi4, rpi5)")
     npy = p.add_argument_group("for .npy mosaics")

@@ -17,7 +17,6 @@ from typing import Callable
 
 import numpy as np
 
-from .bayer import features_to_image, pack_network_input, to_network_grid
 from .errors import InputError, OutputError, UserError, require_torch
 from .fileio import check_output_path, image_format, write_image
 from .raw import NPY_SUFFIX, RAW_SUFFIXES, Mosaic, read_mosaic
@@ -66,7 +65,7 @@ def parse_tile(value: str | int | None) -> str | int:
 
 @dataclass
 class EnhanceResult:
-    image: np.ndarray  # float32 H x W x 3 sRGB in [0, 1], aligned with the input mosaic
+    image: np.ndarray  # H x W x 3 sRGB aligned with the input mosaic: float32 in [0, 1], or uint8/uint16
     gain: float  # the amplification applied (automatic gamma or the given ratio)
     seconds: dict[str, float] = field(default_factory=dict)
     tiles: int = 1  # windows the network ran on (1: the whole image at once)
@@ -90,8 +89,10 @@ class TorchBackend:
     def has_amplifier(self) -> bool:
         return self.model.config.amplifier
 
-    def automatic_gain(self, mosaic: np.ndarray) -> float:
-        return self.model.automatic_gain(mosaic)
+    def automatic_gain(self, mosaic: Mosaic) -> float:
+        from .bayer import HISTOGRAM_EDGES
+
+        return self.model.automatic_gain(mosaic.data, mosaic.histogram(HISTOGRAM_EDGES))
 
     def run_packed(self, packed: np.ndarray) -> np.ndarray:
         """The network between Pack and UnPack: [N, 256, h, w] float32 -> [N, 192, 2h, 2w] float32."""
@@ -127,7 +128,7 @@ class ArtifactBackend:
         gain = next(s for s in self.manifest["input"]["preprocessing"] if s["step"] == "gain")
         return "automatic" in gain
 
-    def automatic_gain(self, mosaic: np.ndarray) -> float:
+    def automatic_gain(self, mosaic: Mosaic) -> float:
         from .artifact import automatic_gain
 
         return automatic_gain(self.manifest, mosaic)
@@ -208,7 +209,7 @@ class Enhancer:
         ratio = ratio if ratio is not None else self.ratio
         if ratio is not None:
             return ratio
-        gain = self.backend.automatic_gain(mosaic.data)
+        gain = self.backend.automatic_gain(mosaic)
         if not (math.isfinite(gain) and 0 < gain <= MAX_GAIN):  # only damaged amplifier constants get here
             raise self._model_error(f"the model's automatic gain is {gain:g}, outside (0, {MAX_GAIN:g}]",
                                     "pass the exposure ratio instead, for example --ratio 100")
@@ -221,79 +222,96 @@ class Enhancer:
             return ArtifactError(f"{self.backend.folder}: {message}", hint)
         return UserError(message, hint)
 
-    def plan_window(self, cells: tuple[int, int], static: tuple[int, int] | None) -> tuple[int, int] | None:
-        """The tile window in cells for an image of `cells`, or None to run it whole (checked against the budget)."""
+    def plan_tiles(self, cells: tuple[int, int], static: tuple[int, int] | None, bits: int | None = 8):
+        """The `TilePlan` for an image of `cells`, or None to run it whole (checked against the budget)."""
         from .bayer import GRID
-        from .tiling import choose_window, estimate_memory_mb
+        from .tiling import DEFAULT_HALO_CELLS, TilePlan, choose_plan, estimate_memory_mb
 
-        image_cells = cells[0] * cells[1]
         budget = self.memory_budget_mb
         if static is not None:  # a static-shape artifact: its own shape is the window
             window = (static[0] // GRID, static[1] // GRID)
             if window[0] >= cells[0] and window[1] >= cells[1]:
-                return None
-            if self.tile == "off":
+                plan = None
+                cells = window
+            elif self.tile == "off":
                 raise InputError(f"the image ({cells[1] * GRID}x{cells[0] * GRID}) is larger than this model's input size "
                                  f"({static[1]}x{static[0]})", "allow tiling (--tile auto) or export an artifact of a larger --size")
-            from .tiling import DEFAULT_HALO_CELLS
-
-            smallest = 2 * DEFAULT_HALO_CELLS + 8
-            if (cells[0] > window[0] and window[0] < smallest) or (cells[1] > window[1] and window[1] < smallest):
-                raise InputError(f"the image ({cells[1] * GRID}x{cells[0] * GRID}) is larger than this model's input size "
-                                 f"({static[1]}x{static[0]}), which is too small to tile it (overlaps of "
-                                 f"{DEFAULT_HALO_CELLS * GRID} pixels need windows of at least {smallest * GRID})",
-                                 f"export an artifact with --size of at least {smallest * GRID}x{smallest * GRID}, or the image's size")
+            else:
+                smallest = 2 * DEFAULT_HALO_CELLS + 8
+                if (cells[0] > window[0] and window[0] < smallest) or (cells[1] > window[1] and window[1] < smallest):
+                    raise InputError(f"the image ({cells[1] * GRID}x{cells[0] * GRID}) is larger than this model's input size "
+                                     f"({static[1]}x{static[0]}), which is too small to tile it (overlaps of "
+                                     f"{DEFAULT_HALO_CELLS * GRID} pixels need windows of at least {smallest * GRID})",
+                                     f"export an artifact with --size of at least {smallest * GRID}x{smallest * GRID}, or the image's size")
+                plan = TilePlan(window=window)
         elif isinstance(self.tile, int):
-            window = (self.tile // GRID, self.tile // GRID)
+            plan = TilePlan(window=(self.tile // GRID, self.tile // GRID))
         elif self.tile == "auto" and budget is not None:
-            return choose_window(cells, budget)
+            return choose_plan(cells, budget, strips=hasattr(self.backend.runner, "run_head"), bits=bits)
         else:
-            window = cells
-        estimate = estimate_memory_mb(image_cells, min(window[0], cells[0]) * min(window[1], cells[1]))
+            plan = None
+        if plan is not None and plan.window[0] >= cells[0] and plan.window[1] >= cells[1]:
+            plan = None
+        estimate = estimate_memory_mb(cells, plan, bits)
         if budget is not None and estimate > budget:
             raise InputError(f"enhancing this {cells[1] * GRID}x{cells[0] * GRID} image needs about {estimate:.0f} MB, "
                              f"over the memory budget of {budget:.0f} MB",
                              "use --tile auto (tiles sized to the budget) or a smaller --tile" if static is None
                              else "export an artifact of a smaller --size: it becomes the tile")
-        return None if window == cells else window
+        return plan
 
-    def enhance(self, mosaic: Mosaic, ratio: float | None = None) -> EnhanceResult:
-        """Restore one mosaic; `ratio` overrides the enhancer's own setting for this call."""
-        from .bayer import GRID, plan_placement
-        from .tiling import run_tiled
+    def enhance(self, mosaic: Mosaic, ratio: float | None = None, bits: int | None = None) -> EnhanceResult:
+        """Restore one mosaic; `ratio` overrides the enhancer's own setting for this call. `bits` 8 or 16
+        returns the image already rounded to uint8/uint16 (what gets written; a quarter or half of
+        the float image's memory), None float32 in [0, 1]."""
+        from .bayer import GRID, OUTPUT_DTYPES, pack_window, plan_placement, unpack_into
+        from .tiling import run_strips, run_windows
 
+        if bits not in OUTPUT_DTYPES:
+            raise OutputError(f"--bits must be 8 or 16, not {bits}")
         backend = self.backend  # load (and compile) before the clock starts
         seconds: dict[str, float] = {}
         start = time.perf_counter()
         static = getattr(backend, "input_size", None)
         natural = plan_placement(*mosaic.shape, mosaic.pattern)
         cells = (natural.padded_height // GRID, natural.padded_width // GRID)
-        window = self.plan_window(cells, static)  # refuses over-budget images before any large allocation
+        plan = self.plan_tiles(cells, static, bits)  # refuses over-budget images before any large allocation
         size = None if static is None else (max(static[0], natural.padded_height), max(static[1], natural.padded_width))
-        grid, placement = to_network_grid(mosaic.data, mosaic.pattern, size=size)
+        placement = plan_placement(*mosaic.shape, mosaic.pattern, size=size)
+        cells = (placement.padded_height // GRID, placement.padded_width // GRID)
         gain = self.choose_gain(mosaic, ratio)
-        packed = pack_network_input(grid, gain)
-        seconds["preprocess"] = time.perf_counter() - start
-        start = time.perf_counter()
+
+        def packed_window(rows: tuple[int, int], columns: tuple[int, int]) -> np.ndarray:
+            return pack_window(mosaic.data, placement, rows, columns, gain)
+
+        image = np.empty((mosaic.shape[0], mosaic.shape[1], 3), OUTPUT_DTYPES[bits])
+        origin = (placement.top, placement.left)
         tiles = 1
         try:
-            if window is None:
+            if plan is None:
+                packed = packed_window((0, cells[0]), (0, cells[1]))
+                seconds["preprocess"] = time.perf_counter() - start
+                start = time.perf_counter()
                 features = backend.run_packed(packed)[0]
+                del packed
                 if not np.isfinite(features).all():
                     raise FloatingPointError
                 seconds["inference"] = time.perf_counter() - start
                 start = time.perf_counter()
-                image = features_to_image(features, placement)
-            else:
-                padded, tiles = run_tiled(backend.run_packed, packed, window)
-                seconds["inference"] = time.perf_counter() - start  # UnPack happens per tile, inside
+                unpack_into(image, features, -origin[0], -origin[1])
+                seconds["postprocess"] = time.perf_counter() - start
+            else:  # packing and UnPack happen per piece, inside
+                seconds["preprocess"] = time.perf_counter() - start
                 start = time.perf_counter()
-                image = np.ascontiguousarray(padded[placement.top : placement.top + placement.height,
-                                                    placement.left : placement.left + placement.width])
+                if plan.strips:
+                    tiles = run_strips(backend.runner, packed_window, cells, plan.head_rows, image, origin)
+                else:
+                    tiles = run_windows(backend.run_packed, packed_window, cells, plan.window, image, origin)
+                seconds["inference"] = time.perf_counter() - start
+                seconds["postprocess"] = 0.0
         except FloatingPointError:  # damaged weights (or absurd inputs): never write garbage pixels
             raise self._model_error(f"the network's output holds NaN or Inf values (gain {gain:g})",
                                     "check the model or checkpoint, and the input's levels") from None
-        seconds["postprocess"] = time.perf_counter() - start
         return EnhanceResult(image, gain, seconds, tiles)
 
     def enhance_file(
@@ -311,7 +329,7 @@ class Enhancer:
         start = time.perf_counter()
         mosaic = read_mosaic(source, black_level, white_level, pattern)
         decode = time.perf_counter() - start
-        result = self.enhance(mosaic)
+        result = self.enhance(mosaic, bits=bits)
         start = time.perf_counter()
         write_image(output, result.image, bits)
         result.seconds = {"decode": decode, **result.seconds, "write": time.perf_counter() - start}

@@ -143,6 +143,10 @@ def to_integer_image(rgb: np.ndarray, bits: int) -> np.ndarray:
     peak = 255 if bits == 8 else 65535
     dtype = np.uint8 if bits == 8 else np.uint16
     rgb = np.asarray(rgb)
+    if rgb.dtype == dtype:  # already rounded (Enhancer.enhance(..., bits=...))
+        return rgb
+    if rgb.dtype.kind in "ui":
+        raise ValueError(f"a {rgb.dtype} image cannot be written with {bits} bits")
     out = np.empty(rgb.shape, dtype)
 
     def work(r0: int, r1: int) -> None:  # row blocks on every core, in place: a 12 MP frame is 145 MB of float32
@@ -183,7 +187,7 @@ def encode_png(image: np.ndarray) -> bytes:
 
 
 def write_image(path: str | os.PathLike, rgb: np.ndarray, bits: int = 8) -> Path:
-    """Write a float sRGB image (H x W x 3, values in [0, 1]) as PNG or TIFF, atomically."""
+    """Write an sRGB image (H x W x 3: float in [0, 1], or already uint8/uint16 for `bits`) as PNG or TIFF, atomically."""
     fmt = image_format(path)
     image = to_integer_image(rgb, bits)
     if fmt == "png":

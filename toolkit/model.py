@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .bayer import HISTOGRAM_EDGES
+from .bayer import HISTOGRAM_EDGES, histogram_counts
 from .variants import DEFAULT_VARIANT, VARIANTS
 
 BLOCK = 8  # Pack: space-to-depth by 8 inside each colour plane.
@@ -42,6 +42,42 @@ class ResidualDenseBlock(nn.Module):
         for layer in self.dense_layers:
             features.append(layer(torch.cat(features, dim=1)))
         return x + self.conv_1x1(torch.cat(features, dim=1))
+
+    def forward_lean(self, x: torch.Tensor) -> torch.Tensor:
+        """`forward`'s numbers for inference, without its growing concatenations: every layer writes
+        into one preallocated buffer (a channel slice of a batch-1 tensor is contiguous), so the block
+        holds one copy of its features instead of one per layer. Export traces `forward`."""
+        channels = x.shape[1]
+        growth = self.dense_layers[0].conv.out_channels
+        features = x.new_empty((x.shape[0], channels + growth * len(self.dense_layers), *x.shape[2:]))
+        features[:, :channels] = x
+        for layer in self.dense_layers:
+            features[:, channels : channels + growth] = layer(features[:, :channels])
+            channels += growth
+        return x + self.conv_1x1(features)
+
+
+def _conv_rows(conv: nn.Conv2d, x: torch.Tensor, a: int, b: int, zero_above: bool, zero_below: bool) -> torch.Tensor:
+    """A 3x3 convolution's output rows [a, b) of `x`: it reads rows a - 1 .. b, and where those fall
+    off the image (`zero_above` / `zero_below` at a border, out of `x` otherwise) it reads zeros, as
+    the whole-image convolution's padding does."""
+    lo, hi = max(a - 1, 0), min(b + 1, x.shape[2])
+    part = x[:, :, lo:hi]
+    pad_top, pad_bottom = lo - (a - 1), (b + 1) - hi
+    if pad_top or pad_bottom:
+        if (pad_top and not zero_above) or (pad_bottom and not zero_below):
+            raise ValueError("rows outside the given input are only zero at the image's borders")
+        part = F.pad(part, (0, 0, pad_top, pad_bottom))
+    return F.conv2d(part, conv.weight, conv.bias, padding=(0, 1))
+
+
+def _chain(blocks: list[ResidualDenseBlock], x: torch.Tensor, lean: bool) -> list[torch.Tensor]:
+    """Each block's output, each fed to the next."""
+    outputs = []
+    for block in blocks:
+        x = block.forward_lean(x) if lean else block(x)
+        outputs.append(x)
+    return outputs
 
 
 class HistogramAmplifier(nn.Module):
@@ -119,26 +155,82 @@ class LLPackNet(nn.Module):
             raise RuntimeError(f"{self.variant} has no amplifier: multiply the input by the exposure ratio")
         return self.amplifier(mosaic)
 
-    def automatic_gain(self, mosaic: np.ndarray) -> float:
-        """The amplifier's gain for one normalised 2-D mosaic (numpy in, float out)."""
+    def automatic_gain(self, mosaic: np.ndarray, counts: np.ndarray | None = None) -> float:
+        """The amplifier's gain for one normalised 2-D mosaic (numpy in, float out), from its histogram
+        over `HISTOGRAM_EDGES` (numpy's rules, as `gain` counts them): `counts` when already known
+        (`Mosaic.histogram`), else counted here."""
+        if not self.config.amplifier:
+            raise RuntimeError(f"{self.variant} has no amplifier: multiply the input by the exposure ratio")
+        if counts is None:
+            counts = histogram_counts(mosaic, HISTOGRAM_EDGES)
         with torch.inference_mode():
-            return float(self.gain(torch.from_numpy(np.ascontiguousarray(mosaic))[None, None]).reshape(()))
+            hist = torch.from_numpy(np.asarray(counts, np.float32))[None] / mosaic.size
+            return float(self.amplifier.forward_histogram(hist).reshape(()))
 
-    def packed_body(self, packed: torch.Tensor, upsample: nn.Module | None = None) -> torch.Tensor:
+    def packed_body(self, packed: torch.Tensor, upsample: nn.Module | None = None, lean: bool = False) -> torch.Tensor:
         """Everything between Pack and UnPack: [N, 256, h, w] (gain applied) -> [N, 192, 2h, 2w].
 
         This is the part that deployment targets run; Pack, the gain and UnPack are exact data
-        movement and scaling done in pre- and post-processing (see `toolkit.bayer`).
+        movement and scaling done in pre- and post-processing (see `toolkit.bayer`). `lean` runs the
+        dense blocks without concatenation copies (same numbers, for inference; export traces the default).
         """
+        return self.head(self.trunk(packed, lean), upsample, lean)
+
+    def trunk(self, packed: torch.Tensor, lean: bool = False) -> torch.Tensor:
+        """The low-resolution part: packed input [N, 256, h, w] -> features [N, 64, h, w]. Its reach is
+        19 cells and its output small (256 bytes a cell), so tiled inference keeps it for the whole photo."""
         r, g1, g2, b = torch.split(packed, BLOCK * BLOCK, dim=1)
         planes = [F.relu(conv(p)) for conv, p in zip((self.RDBr, self.RDBg1, self.RDBg2, self.RDBb), (r, g1, g2, b))]
         f0 = self.before_identity(torch.cat(planes, dim=1))
-        f1 = self.RDB1(f0)
-        f2 = self.RDB2(f1)
-        f3 = self.RDB3(f2)
-        x = self.after_rdb(torch.cat([f1, f2, f3], dim=1)) + f0
+        del planes
+        blocks = [self.RDB1, self.RDB2, self.RDB3]
+        f1, f2, f3 = _chain(blocks, f0, lean)
+        return self.after_rdb(torch.cat([f1, f2, f3], dim=1)) + f0
+
+    def trunk_by_rows(self, packed_rows, height: int, step: int = 16) -> torch.Tensor:
+        """`trunk` computed layer by layer in strips of `step` rows: the same numbers (each 3x3 layer
+        reads one row above and below its strip, zero at the borders), nothing computed twice, and
+        every layer's working set small enough to stay in cache: faster than one whole-image call,
+        with only 512 bytes a cell held for the photo. `packed_rows(r0, r1)` gives the packed input's
+        rows [r0, r1) as [1, 256, r1 - r0, w], so the input is never built whole."""
+        spans = [(a, min(a + step, height)) for a in range(0, height, step)]
+        first = packed_rows(0, min(step, height))
+        width = first.shape[3]
+        f0 = first.new_empty((1, 64, height, width))
+        planes = (self.RDBr, self.RDBg1, self.RDBg2, self.RDBb)
+        for a, b in spans:
+            lo, hi = max(a - 1, 0), min(b + 1, height)
+            rows = packed_rows(lo, hi)
+            parts = [F.relu(_conv_rows(conv, rows[:, BLOCK * BLOCK * i : BLOCK * BLOCK * (i + 1)], a - lo, b - lo, a == 0, b == height))
+                     for i, conv in enumerate(planes)]
+            f0[:, :, a:b] = self.before_identity(torch.cat(parts, dim=1))
+        growth = self.RDB1.dense_layers[0].conv.out_channels
+        blocks = (self.RDB1, self.RDB2, self.RDB3)
+        outputs = f0.new_empty((1, 64 * len(blocks), height, width))  # f1, f2, f3: what after_rdb reads
+        features = f0.new_empty((1, 64 + growth * len(self.RDB1.dense_layers), height, width))
+        previous = f0
+        for k, block in enumerate(blocks):
+            features[:, :64] = previous
+            channels = 64
+            for layer in block.dense_layers:
+                for a, b in spans:
+                    features[:, channels : channels + growth, a:b] = F.relu(
+                        _conv_rows(layer.conv, features[:, :channels], a, b, True, True))
+                channels += growth
+            for a, b in spans:
+                outputs[:, 64 * k : 64 * (k + 1), a:b] = previous[:, :, a:b] + block.conv_1x1(features[:, :, a:b])
+            previous = outputs[:, 64 * k : 64 * (k + 1)]
+        del features
+        for a, b in spans:  # x = after_rdb(f1, f2, f3) + f0, written over f0 row by row
+            f0[:, :, a:b] = self.after_rdb(outputs[:, :, a:b]) + f0[:, :, a:b]
+        return f0
+
+    def head(self, x: torch.Tensor, upsample: nn.Module | None = None, lean: bool = False) -> torch.Tensor:
+        """The part at twice the cell resolution: [N, 64, h, w] -> [N, 192, 2h, 2w] (UnPack's input).
+        Its reach is 7 of its own rows (3.5 cells), so it can be cut into strips exactly."""
         shuffle, block, conv = self.final
-        out = conv(block((upsample or shuffle)(x)))
+        (features,) = _chain([block], (upsample or shuffle)(x), lean)
+        out = conv(features)
         return torch.sigmoid(out) if self.config.sigmoid else out  # elementwise: commutes with UnPack
 
     def forward(self, mosaic: torch.Tensor, gain: torch.Tensor | None = None) -> torch.Tensor:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .bayer import Placement, features_to_image, pack_network_input, to_network_grid
+from .bayer import GRID, Placement, features_to_image, pack_window, plan_placement, to_network_grid
 from .faults import inject_fault
 from .fileio import atomic_write_json, to_integer_image
 from .metrics import psnr, ssim
@@ -138,21 +138,23 @@ class LLPackNetModel:
         quant = self.manifest["output"].get("quantization")
         return float(quant["scale"]) if quant else None
 
-    def gain(self, mosaic: np.ndarray, ratio: float) -> float:
+    def gain(self, mosaic, ratio: float) -> float:
         from .artifact import automatic_gain
 
         return automatic_gain(self.manifest, mosaic) or ratio
 
-    def preprocess(self, mosaic, pattern: str, size, ratio: float):
-        grid, place = to_network_grid(mosaic, pattern, size=size)
-        return pack_network_input(grid, self.gain(mosaic, ratio)), place
+    def preprocess(self, mosaic, size, ratio: float):
+        """The camera path of `Enhancer.enhance`: gain, then Pack straight from the unpadded mosaic."""
+        place = plan_placement(*mosaic.shape, mosaic.pattern, size=size)
+        rows, columns = (0, place.padded_height // GRID), (0, place.padded_width // GRID)
+        return pack_window(mosaic.data, place, rows, columns, self.gain(mosaic, ratio)), place
 
     def run(self, packed: np.ndarray) -> np.ndarray:
         return self.runner.run(packed)
 
     @staticmethod
-    def to_image(output: np.ndarray, place: Placement) -> np.ndarray:
-        return features_to_image(output[0], place)
+    def to_image(output: np.ndarray, place: Placement, bits: int | None = None) -> np.ndarray:
+        return features_to_image(output[0], place, bits=bits)
 
 
 class SidUNetModel:
@@ -180,10 +182,10 @@ class SidUNetModel:
         return {"params": sum(p.numel() for p in self.model.parameters()), "file_bytes": buffer.getbuffer().nbytes,
                 "macs_per_pixel": sid_macs_per_pixel(), "runtime": f"torch {self.torch.__version__}", "degraded": False}
 
-    def preprocess(self, mosaic, pattern: str, size, ratio: float):
+    def preprocess(self, mosaic, size, ratio: float):
         from .sid_unet import pack_2x2
 
-        grid, place = to_network_grid(mosaic, pattern, size=size)
+        grid, place = to_network_grid(mosaic.data, mosaic.pattern, size=size)
         return pack_2x2(grid, ratio), place
 
     def run(self, packed: np.ndarray) -> np.ndarray:
@@ -191,8 +193,9 @@ class SidUNetModel:
             return self.model(self.torch.from_numpy(packed)).numpy()
 
     @staticmethod
-    def to_image(output: np.ndarray, place: Placement) -> np.ndarray:
-        return np.clip(place.crop(output[0]), 0.0, 1.0).transpose(1, 2, 0)
+    def to_image(output: np.ndarray, place: Placement, bits: int | None = None) -> np.ndarray:
+        image = np.clip(place.crop(output[0]), 0.0, 1.0).transpose(1, 2, 0)
+        return image if bits is None else to_integer_image(image, bits)
 
 
 # ---------------------------------------------------------------- the measurement
@@ -211,7 +214,7 @@ def measure(spec: dict) -> dict:
     facts = model.describe()
 
     decode_ms, mosaic = _median_ms(lambda: read_mosaic(inputs / "sample.dng"))
-    pre_ms, (packed, place) = _median_ms(lambda: model.preprocess(mosaic.data, mosaic.pattern, size, spec["ratio"]))
+    pre_ms, (packed, place) = _median_ms(lambda: model.preprocess(mosaic, size, spec["ratio"]))
 
     reset = reset_peak_rss()
     start = time.perf_counter()
@@ -225,7 +228,7 @@ def measure(spec: dict) -> dict:
         output = model.run(packed)
         times.append((time.perf_counter() - start) * 1e3)
     peak = peak_rss_mb()
-    post_ms, _ = _median_ms(lambda: to_integer_image(model.to_image(output, place), 8))
+    post_ms, _ = _median_ms(lambda: model.to_image(output, place, bits=8))
 
     latency = latency_stats(times)
     result = {

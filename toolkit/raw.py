@@ -16,7 +16,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .bayer import MIN_SIZE, normalise_pattern
+from .bayer import MIN_SIZE, _in_row_blocks, histogram_counts, level_histogram, normalise_pattern
 from .errors import InputError
 
 NPY_SUFFIX = ".npy"
@@ -31,7 +31,7 @@ RAW_SUFFIXES = (
 class Mosaic:
     """A Bayer mosaic normalised to [0, 1] (black 0, white 1; values below black clipped to 0)."""
 
-    data: np.ndarray  # float32, H x W
+    data: np.ndarray  # float32, H x W; read-only when the reader counted its levels (copy it to edit)
     pattern: str  # colour layout of the top-left 2x2 cell, e.g. 'RGGB'
     black_level: tuple[float, float, float, float]  # per 2x2 position, row-major
     white_level: float
@@ -43,6 +43,13 @@ class Mosaic:
     @property
     def shape(self) -> tuple[int, int]:
         return tuple(self.data.shape)  # type: ignore[return-value]
+
+    def histogram(self, edges: np.ndarray) -> np.ndarray:
+        """`np.histogram(self.data, bins=edges)[0]`; free for a camera RAW, whose reader counted its levels."""
+        levels = self.extras.get("levels")
+        if levels is not None:
+            return level_histogram(levels[0], levels[1], edges)
+        return histogram_counts(self.data, edges)
 
 
 def normalise_levels(raw: np.ndarray, black: np.ndarray, white: float | np.ndarray) -> np.ndarray:
@@ -135,10 +142,10 @@ def _mosaic_from_libraw(raw, name: str) -> Mosaic:
     black_per_colour = np.asarray(raw.black_level_per_channel, dtype=np.float32)
     white_per_colour = raw.camera_white_level_per_channel
     if white_per_colour is not None and min(white_per_colour) > 0:
-        white = np.asarray(white_per_colour, dtype=np.float32)[colors]
+        white = np.asarray(white_per_colour, dtype=np.float32)
     else:
-        white = np.float32(raw.white_level)
-    normalised = normalise_levels(data, black_per_colour[colors], white)
+        white = np.full(len(black_per_colour), raw.white_level, dtype=np.float32)
+    normalised, levels = normalise_by_lookup(data, black_per_colour[colors[:2, :2]], white[colors[:2, :2]])
     wb = raw.camera_whitebalance
     white_balance = None
     if wb is not None and len(wb) >= 3 and wb[1] > 0:
@@ -150,7 +157,46 @@ def _mosaic_from_libraw(raw, name: str) -> Mosaic:
         white_level=float(np.max(white)),
         source=name,
         white_balance=white_balance,
+        extras={"levels": levels},
     )
+
+
+def normalise_by_lookup(raw: np.ndarray, black: np.ndarray, white: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """`normalise_levels` for 16-bit sensor counts with levels per 2x2 position (`black`, `white`:
+    2x2), through one 65,536-entry table per position (the same float32 arithmetic, so the same
+    values), counting each level on the way: the amplifier's histogram then needs no pass over the
+    photo. Returns the read-only normalised mosaic and (distinct values, counts)."""
+    raw = np.asarray(raw)
+    if raw.dtype != np.uint16 or raw.ndim != 2 or raw.shape[0] % 2 or raw.shape[1] % 2:
+        return normalise_levels(raw, _per_pixel(black, raw.shape), _per_pixel(white, raw.shape)), None
+    keys = sorted({(float(black[y, x]), float(white[y, x])) for y in range(2) for x in range(2)})
+    tables = np.stack([normalise_levels(np.arange(1 << 16, dtype=np.uint16), np.float32(b), np.float32(w)) for b, w in keys])
+    which = np.array([[keys.index((float(black[y, x]), float(white[y, x]))) for x in range(2)] for y in range(2)])
+    # each 2x2 position's table: an offset added to its counts, as a repeating pair of rows
+    offsets = np.tile(which << 16, (1, raw.shape[1] // 2)) if len(keys) > 1 else None
+    out = np.empty(raw.shape, np.float32)
+    flat = tables.ravel()
+
+    def work(a: int, b: int) -> np.ndarray:  # row pairs a..b, a few at a time: the index stays in cache
+        counts = np.zeros(flat.size, np.int64)
+        for s in range(a, b, 32):
+            e = min(s + 32, b)
+            index = raw[2 * s : 2 * e].astype(np.intp)
+            if offsets is not None:
+                index.reshape(e - s, 2, -1)[...] += offsets
+            np.take(flat, index, out=out[2 * s : 2 * e])
+            counts += np.bincount(index.ravel(), minlength=flat.size)
+        return counts
+
+    counts = sum(_in_row_blocks(raw.shape[0] // 2, work))
+    present = np.nonzero(counts)[0]
+    out.flags.writeable = False  # the counts describe these values
+    return out, (flat[present], counts[present])
+
+
+def _per_pixel(levels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A 2x2 pattern of levels repeated over a mosaic."""
+    return np.tile(levels, (-(-shape[0] // 2), -(-shape[1] // 2)))[: shape[0], : shape[1]]
 
 
 def _first_line(exc: BaseException, limit: int = 160) -> str:

@@ -19,7 +19,8 @@ def quantize(body, calibration, size: tuple[int, int], out_dir: Path, merge: str
     from ai_edge_quantizer import quantizer, recipe
     from ai_edge_quantizer.utils import qsv_utils
 
-    from targets.tflite import convert, interpreter
+    from targets.tflite import LAYOUT, convert, interpreter
+    from toolkit.bayer import to_layout
 
     update = qsv_utils.min_max_update if merge == "min_max" else qsv_utils.moving_average_update
     with tempfile.TemporaryDirectory() as tmp:
@@ -33,6 +34,7 @@ def quantize(body, calibration, size: tuple[int, int], out_dir: Path, merge: str
         calibrating.load_quantization_recipe(recipe.static_wi8_ai8())
         ranges: dict = {}
         for sample in calibration.inputs:
+            sample = to_layout(sample, LAYOUT)
             for tensor, qsv in calibrating.calibrate({signature: [{input_name: sample}]}).items():
                 ranges[tensor] = update(ranges.get(tensor, {}), qsv)
         final = quantizer.Quantizer(str(float_model))

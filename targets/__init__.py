@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from toolkit.errors import UserError, closest_hint
 
-from .base import Runner, Target
+from .base import ChannelsFirstRunner, Runner, Target
 
 TARGETS: dict[str, Target] = {
     t.name: t
@@ -16,7 +16,7 @@ TARGETS: dict[str, Target] = {
         Target("openvino", "OpenVINO IR for x86 CPUs", ("fp32", "int8"), "openvino", "openvino", "x86", "x86"),
         Target("tflite", "TFLite / LiteRT flatbuffer for ARM (Raspberry Pi)", ("fp32", "int8"),
                "ai_edge_litert|tflite_runtime", "ai-edge-litert|tflite-runtime", "runtime", "arm",
-               (("litert_torch", "litert-torch"), ("ai_edge_quantizer", "ai-edge-quantizer"))),
+               (("litert_torch", "litert-torch"), ("ai_edge_quantizer", "ai-edge-quantizer")), layout="NHWC"),
         Target("onnxruntime", "ONNX model run by ONNX Runtime (the common peer)", ("fp32", "int8"), "onnxruntime", "onnxruntime", "onnx", "onnx",
                (("onnx", "onnx"),)),
     )
@@ -29,4 +29,4 @@ def get_target(name: str) -> Target:
     return TARGETS[name]
 
 
-__all__ = ["TARGETS", "Runner", "Target", "get_target"]
+__all__ = ["TARGETS", "ChannelsFirstRunner", "Runner", "Target", "get_target"]

@@ -18,9 +18,24 @@ from toolkit.errors import MissingDependencyError
 
 
 class Runner(Protocol):
-    """A loaded artifact: packed input [1, 256, h, w] float32 -> features [1, 192, 2h, 2w] float32."""
+    """A loaded artifact. `run`: packed input [1, 256, h, w] float32 -> features [1, 192, 2h, 2w]
+    float32, whatever the model file's own layout; `run_native`: the same in `layout`, the model's
+    own axis order, with no transposes on the way (what the camera path feeds it)."""
+
+    layout: str
 
     def run(self, packed: np.ndarray) -> np.ndarray: ...
+
+    def run_native(self, x: np.ndarray) -> np.ndarray: ...
+
+
+class ChannelsFirstRunner:
+    """For runners whose model takes NCHW itself: the native path is `run`."""
+
+    layout = "NCHW"
+
+    def run_native(self, x: np.ndarray) -> np.ndarray:
+        return self.run(x)
 
 
 @dataclass(frozen=True)
@@ -33,6 +48,7 @@ class Target:
     runtime_extra: str  # install extra that brings the runtime
     converter_extra: str  # install extra that brings the converter
     converter_modules: tuple[tuple[str, str], ...] = ()  # (module, package) needed to build artifacts
+    layout: str = "NCHW"  # axis order of its model files' input and output (TFLite: NHWC, no transposes)
 
     def runtime_version(self) -> str | None:
         """'package version' of the first installed runtime."""

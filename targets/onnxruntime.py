@@ -5,6 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .base import ChannelsFirstRunner
+
 MODEL_FILE = "model.onnx"
 OPSET = 17
 
@@ -28,7 +30,7 @@ def build(body, size: tuple[int, int], precision: str, out_dir: Path, calibratio
     return [MODEL_FILE]
 
 
-class OnnxRuntimeRunner:
+class OnnxRuntimeRunner(ChannelsFirstRunner):
     def __init__(self, session):
         self.session = session
         self.input_name = session.get_inputs()[0].name

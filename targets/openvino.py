@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .base import ChannelsFirstRunner
+
 MODEL_FILE, WEIGHTS_FILE = "model.xml", "model.bin"
 os.environ.setdefault("OPENVINO_TELEMETRY_DISABLE", "1")
 
@@ -26,7 +28,7 @@ def build(body, size: tuple[int, int], precision: str, out_dir: Path, calibratio
     return [MODEL_FILE, WEIGHTS_FILE]
 
 
-class OpenVinoRunner:
+class OpenVinoRunner(ChannelsFirstRunner):
     def __init__(self, compiled):
         self.request = compiled.create_infer_request()
 

@@ -9,12 +9,22 @@ import numpy as np
 MODEL_FILE = "model.tflite"
 
 
+LAYOUT = "NHWC"
+
+
 def convert(body, shape: tuple[int, ...], path: Path) -> None:
+    """The packed body for NCHW input of `shape` as a TFLite model with NHWC input and output.
+
+    TFLite is channels-last inside; a channels-first model gets a TRANSPOSE at its input and
+    output (two full-size copies per inference). Taking and giving NHWC, the packing and UnPack
+    in numpy produce and read that order directly, and the graph holds no TRANSPOSE at all."""
     import litert_torch
     import torch
 
+    n, c, h, w = shape
     with torch.inference_mode():
-        litert_torch.convert(body, (torch.zeros(shape),)).export(str(path))
+        channels_last = litert_torch.to_channel_last_io(body, args=[0], outputs=[0])
+        litert_torch.convert(channels_last, (torch.zeros(n, h, w, c),)).export(str(path))
 
 
 def build(body, size: tuple[int, int], precision: str, out_dir: Path, calibration=None, remedy=None) -> list[str]:
@@ -50,10 +60,11 @@ def xnnpack_applied(interpreter) -> bool:
 
 
 class TfliteRunner:
-    """Quantises float input and dequantises output when the model has integer I/O."""
+    """Quantises float input and dequantises output when the model has integer I/O; `layout` is the
+    model file's (NHWC for this toolkit's exports, NCHW for graph version 2 and older)."""
 
-    def __init__(self, interp):
-        self.interp = interp
+    def __init__(self, interp, layout: str = LAYOUT):
+        self.interp, self.layout = interp, layout
         interp.allocate_tensors()
         self.input = interp.get_input_details()[0]
         self.output = interp.get_output_details()[0]
@@ -70,6 +81,11 @@ class TfliteRunner:
         return {"interpreter": type(self.interp).__module__.split(".")[0], "xnnpack": xnnpack_applied(self.interp)}
 
     def run(self, packed: np.ndarray) -> np.ndarray:
+        from toolkit.bayer import from_layout, to_layout
+
+        return from_layout(self.run_native(to_layout(packed, self.layout)), self.layout)
+
+    def run_native(self, packed: np.ndarray) -> np.ndarray:
         x = packed
         if np.dtype(self.input["dtype"]) != np.float32:
             scale, zero = self.input["quantization"]
@@ -85,4 +101,5 @@ class TfliteRunner:
 
 
 def load(artifact_dir: Path, manifest: dict, threads: int | None) -> TfliteRunner:
-    return TfliteRunner(interpreter(artifact_dir / MODEL_FILE, threads))
+    layout = manifest.get("input", {}).get("layout", LAYOUT)  # an artifact being exported has no manifest yet
+    return TfliteRunner(interpreter(artifact_dir / MODEL_FILE, threads), layout)

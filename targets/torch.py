@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .base import ChannelsFirstRunner
+
 MODEL_FILE = "model.pt"
 
 
@@ -19,7 +21,7 @@ def build(body, size: tuple[int, int], precision: str, out_dir: Path, calibratio
     return [MODEL_FILE]
 
 
-class TorchRunner:
+class TorchRunner(ChannelsFirstRunner):
     def __init__(self, model):
         import torch
 

@@ -56,8 +56,13 @@ def test_fp32_artifact_matches_pytorch_and_describes_itself(artifacts, target):
     for key in ("target", "precision", "size", "model", "input", "output", "files", "validation", "runtime", "versions"):
         assert key in saved, key
     assert saved["target"] == target and saved["precision"] == "fp32" and saved["size"] == list(SIZE)
-    assert saved["input"]["shape"] == [1, 256, SIZE[0] // 16, SIZE[1] // 16]
-    assert saved["output"]["shape"] == [1, 192, SIZE[0] // 8, SIZE[1] // 8]
+    h, w = SIZE[0] // 16, SIZE[1] // 16
+    if target == "tflite":  # TFLite's own order, no transposes in its graph
+        assert saved["input"]["layout"] == saved["output"]["layout"] == "NHWC"
+        assert saved["input"]["shape"] == [1, h, w, 256] and saved["output"]["shape"] == [1, 2 * h, 2 * w, 192]
+    else:
+        assert saved["input"]["layout"] == saved["output"]["layout"] == "NCHW"
+        assert saved["input"]["shape"] == [1, 256, h, w] and saved["output"]["shape"] == [1, 192, 2 * h, 2 * w]
     v = saved["validation"]
     assert v["max_abs_error"] < 1e-4 and not v["degraded"] and v["scenes"] >= 2
     assert set(v) >= {"psnr_vs_fp32_db", "max_abs_error", "delta_psnr_vs_gt_db", "degraded"}
@@ -331,14 +336,18 @@ def test_export_all_survives_a_crash_a_hang_and_an_exception_and_resumes(tmp_pat
 @needs_torch
 def test_exported_graphs_have_no_high_rank_transposes(artifacts):
     """The inner PixelShuffle is exported as a transposed convolution: no 5-D/6-D transposes anywhere;
-    TFLite keeps only the two 4-D layout transposes of its NCHW input and output."""
+    TFLite takes and gives NHWC, its own order, so its graph has no TRANSPOSE at all."""
     if "tflite" in artifacts:
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
         interp = Interpreter(model_path=str(Path(artifacts["tflite"]["path"]) / "model.tflite"),
                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
         ops = [op["op_name"] for op in interp._get_ops_details()]
-        assert ops.count("TRANSPOSE") == 2 and "RESHAPE" not in ops and "TRANSPOSE_CONV" in ops
+        assert "TRANSPOSE" not in ops and "RESHAPE" not in ops and "TRANSPOSE_CONV" in ops
+        manifest = artifacts["tflite"]
+        assert manifest["input"]["layout"] == manifest["output"]["layout"] == "NHWC"
+        assert list(interp.get_input_details()[0]["shape"]) == manifest["input"]["shape"] == [1, SIZE[0] // 16, SIZE[1] // 16, 256]
+        assert list(interp.get_output_details()[0]["shape"]) == manifest["output"]["shape"] == [1, SIZE[0] // 8, SIZE[1] // 8, 192]
         shapes = {t["index"]: len(t["shape"]) for t in interp.get_tensor_details()}
         assert all(shapes[i] <= 4 for op in interp._get_ops_details() for i in op["inputs"] if i >= 0)
     if "openvino" in artifacts:

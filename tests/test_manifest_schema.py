@@ -119,6 +119,9 @@ def test_other_breakage_is_refused(manifest, validator):
     m["input"]["dtype"] = "int8"  # integer I/O without its scale and zero point
     cases.append(("int8 without quantization", m))
     m = copy.deepcopy(manifest)
+    m["input"]["layout"] = "NHWC" if m["input"]["layout"] == "NCHW" else "NCHW"  # shape in the other order
+    cases.append(("layout and shape disagree", m))
+    m = copy.deepcopy(manifest)
     m["schema_version"] = 2
     cases.append(("future version", m))
     m = copy.deepcopy(manifest)

@@ -156,6 +156,7 @@ def manifests(draw) -> tuple[dict, dict[str, bytes]]:
     """A manifest with valid runtime fields and arbitrary JSON elsewhere, and its files' contents."""
     files = draw(st.dictionaries(FILE_NAMES, st.binary(max_size=64), min_size=1, max_size=3))
     edges = sorted(set(draw(st.lists(st.floats(0, 1), min_size=2, max_size=6))))
+    layout = draw(st.sampled_from(["NCHW", "NHWC"]))
     gain: dict = {"step": "gain", "manual": draw(st.text(max_size=10))}
     if len(edges) >= 2 and draw(st.booleans()):
         gain["automatic"] = {"edges": edges, "intercept": draw(st.floats(-1e3, 1e3)),
@@ -166,8 +167,8 @@ def manifests(draw) -> tuple[dict, dict[str, bytes]]:
         "size": [draw(SIDES), draw(SIDES)],
         "model": {"variant": draw(st.text(min_size=1, max_size=20)), "trained": draw(st.booleans()),
                   "extra": draw(JSON_VALUES)},
-        "input": {"preprocessing": [{"step": "normalise"}, gain, {"step": "pack", "note": draw(JSON_VALUES)}]},
-        "output": draw(st.dictionaries(st.text(max_size=8), JSON_VALUES, max_size=3)),
+        "input": {"preprocessing": [{"step": "normalise"}, gain, {"step": "pack", "note": draw(JSON_VALUES)}], "layout": layout},
+        "output": {**draw(st.dictionaries(st.text(max_size=8), JSON_VALUES, max_size=3)), "layout": layout},
         "files": sorted(files),
         "validation": {"degraded": draw(st.booleans()), "notes": draw(JSON_VALUES)},
     }

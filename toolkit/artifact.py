@@ -18,7 +18,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .bayer import GRID, HISTOGRAM_EDGES, MIN_SIZE, histogram_counts
+from .bayer import GRID, HISTOGRAM_EDGES, LAYOUTS, MIN_SIZE, histogram_counts
 from .errors import UserError
 from .fileio import atomic_write_json, file_sha256
 
@@ -32,9 +32,13 @@ class ArtifactError(UserError):
     """An artifact folder that is incomplete, altered or from an unknown schema."""
 
 
-def io_contract(size: tuple[int, int], amplifier: tuple[list[float], float] | None, sigmoid: bool) -> tuple[dict, dict]:
-    """The input and output sections of a manifest for an artifact of `size` = (H, W)."""
+def io_contract(size: tuple[int, int], amplifier: tuple[list[float], float] | None, sigmoid: bool,
+                layout: str = "NCHW") -> tuple[dict, dict]:
+    """The input and output sections of a manifest for an artifact of `size` = (H, W) whose model
+    file takes and gives `layout` (NCHW, or NHWC for TFLite)."""
     height, width = size
+    h, w = height // 16, width // 16
+    nhwc = layout == "NHWC"
     gain: dict = {"manual": "gain = the exposure ratio (e.g. 100-300)"}
     if amplifier is not None:
         coefficients, intercept = amplifier
@@ -48,8 +52,8 @@ def io_contract(size: tuple[int, int], amplifier: tuple[list[float], float] | No
         }
     inputs = {
         "name": "packed",
-        "shape": [1, 256, height // 16, width // 16],
-        "layout": "NCHW",
+        "shape": [1, h, w, 256] if nhwc else [1, 256, h, w],
+        "layout": layout,
         "dtype": "float32",
         "preprocessing": [
             {"step": "normalise", "formula": "x = max((raw - black[c]) / (white[c] - black[c]), 0)",
@@ -58,17 +62,18 @@ def io_contract(size: tuple[int, int], amplifier: tuple[list[float], float] | No
              "on the left if it is GRBG or BGGR, so pixel (0, 0) is red (RGGB)"},
             {"step": "pad", "formula": f"reflect-pad at the bottom and right to {height} x {width}"},
             {"step": "gain", **gain},
-            {"step": "pack", "formula": "packed[64*p + 8*i + j, y, x] = gain * x[16*y + 2*i + py, 16*x + 2*j + px], "
-             "p = 2*py + px (planes R, G1, G2, B)"},
+            {"step": "pack", "formula": f"packed[{'y, x, 64*p + 8*i + j' if nhwc else '64*p + 8*i + j, y, x'}] = "
+             "gain * x[16*y + 2*i + py, 16*x + 2*j + px], p = 2*py + px (planes R, G1, G2, B)"},
         ],
     }
     outputs = {
         "name": "features",
-        "shape": [1, 192, height // 8, width // 8],
-        "layout": "NCHW",
+        "shape": [1, 2 * h, 2 * w, 192] if nhwc else [1, 192, 2 * h, 2 * w],
+        "layout": layout,
         "dtype": "float32",
         "postprocessing": [
-            {"step": "unpack", "formula": "rgb[k, 8*y + i, 8*x + j] = features[3*(8*i + j) + k, y, x]"},
+            {"step": "unpack", "formula": f"rgb[k, 8*y + i, 8*x + j] = "
+             f"features[{'y, x, 3*(8*i + j) + k' if nhwc else '3*(8*i + j) + k, y, x'}]"},
             {"step": "crop", "formula": "undo the bayer_phase and pad steps: rows top..top+H0, columns left..left+W0"},
             {"step": "clip", "range": [0.0, 1.0]},
             {"step": "encode", "colour_space": "sRGB (the network's output already has the sRGB curve)"},
@@ -177,6 +182,10 @@ def _check_fields(manifest: dict, path: Path) -> None:
             raise _bad(path, key, "an object", manifest[key])
     if type(manifest["validation"].get("degraded")) is not bool:
         raise _bad(path, "validation.degraded", "true or false", manifest["validation"].get("degraded"))
+    layouts = {manifest[key].get("layout") for key in ("input", "output")}
+    if len(layouts) != 1 or not layouts <= set(LAYOUTS):
+        raise _bad(path, "input.layout and output.layout", f"the same one of {', '.join(LAYOUTS)}",
+                   [manifest[key].get("layout") for key in ("input", "output")])
     steps = manifest["input"].get("preprocessing")
     if not isinstance(steps, list) or not all(isinstance(s, dict) and isinstance(s.get("step"), str) for s in steps):
         raise _bad(path, "input.preprocessing", "a list of steps", steps)

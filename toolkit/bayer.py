@@ -124,21 +124,40 @@ def _in_row_blocks(rows: int, work) -> list:
     return list(_POOL.map(lambda i: work(bounds[i], bounds[i + 1]), range(workers)))
 
 
-def pack_network_input(mosaic: np.ndarray, gain: float) -> np.ndarray:
-    """The network's input from an RGGB mosaic on the 16-pixel grid: [1, 256, H/16, W/16] float32, gain applied.
+LAYOUTS = ("NCHW", "NHWC")  # axis orders of the network's input and output tensors (batch 1)
 
-    One pass: each block of packed rows is gathered and scaled straight into the output."""
+
+def to_layout(x: np.ndarray, layout: str) -> np.ndarray:
+    """An NCHW tensor in `layout` (a copy for NHWC)."""
+    return x if layout == "NCHW" else np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+
+
+def from_layout(x: np.ndarray, layout: str) -> np.ndarray:
+    """A tensor in `layout` as NCHW (a copy for NHWC)."""
+    return x if layout == "NCHW" else np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def pack_network_input(mosaic: np.ndarray, gain: float, layout: str = "NCHW") -> np.ndarray:
+    """The network's input from an RGGB mosaic on the 16-pixel grid: [1, 256, H/16, W/16] float32
+    (or [1, H/16, W/16, 256] for `layout` NHWC), gain applied.
+
+    One pass: each block of packed rows is gathered and scaled straight into the output, in either layout."""
     height, width = mosaic.shape
     if height % 16 or width % 16:
         raise ValueError("pack needs H and W that are multiples of 16")
     h, w = height // 16, width // 16
-    out = np.empty((1, 256, h, w), np.float32)
     view = np.asarray(mosaic, dtype=np.float32).reshape(h, 8, 2, w, 8, 2)  # y, i, py, x, j, px
-    target = out.reshape(2, 2, 8, 8, h, w)  # py, px, i, j, y, x
+    if layout == "NCHW":
+        out = np.empty((1, 256, h, w), np.float32)
+        target, order = out.reshape(2, 2, 8, 8, h, w), (2, 5, 1, 4, 0, 3)  # py, px, i, j, y, x
+    else:
+        out = np.empty((1, h, w, 256), np.float32)
+        target, order = out.reshape(h, w, 2, 2, 8, 8), (0, 3, 2, 5, 1, 4)  # y, x, py, px, i, j
     g = np.float32(gain)
 
     def work(y0: int, y1: int) -> None:
-        np.multiply(view[y0:y1].transpose(2, 5, 1, 4, 0, 3), g, out=target[..., y0:y1, :])
+        rows = (Ellipsis, slice(y0, y1), slice(None)) if layout == "NCHW" else (slice(y0, y1),)
+        np.multiply(view[y0:y1].transpose(order), g, out=target[rows])
 
     _in_row_blocks(h, work)
     return out
@@ -170,17 +189,17 @@ def unpack_rgb(features: np.ndarray, block: int = 8) -> np.ndarray:
 
 
 def features_to_image(features: np.ndarray, placement: "Placement | None" = None, block: int = 8,
-                      bits: int | None = None) -> np.ndarray:
+                      bits: int | None = None, layout: str = "NCHW") -> np.ndarray:
     """UnPack, crop and clip in one pass: features [3*block*block, h, w] -> H x W x 3 in [0, 1] as float32,
     or, with `bits` 8 or 16, already rounded to uint8/uint16 (no float image is ever built).
 
     The same values as `np.clip(placement.crop(unpack_rgb(features)), 0, 1).transpose(1, 2, 0)`
     (times 2**bits - 1, rounded, for integer output)."""
-    channels, h, w = features.shape
+    h, w = features.shape[1:] if layout == "NCHW" else features.shape[:2]
     top, left = (placement.top, placement.left) if placement else (0, 0)
     height, width = (placement.height, placement.width) if placement else (h * block, w * block)
     out = np.empty((height, width, 3), OUTPUT_DTYPES[bits])
-    unpack_into(out, features, -top, -left, block)
+    unpack_into(out, features, -top, -left, block, layout)
     return out
 
 
@@ -188,17 +207,20 @@ OUTPUT_DTYPES = {None: np.float32, 8: np.uint8, 16: np.uint16}
 _ROWS_PER_STEP = 64  # output rows gathered at a time: a few MB, so no photo-sized temporary is ever made
 
 
-def unpack_into(out: np.ndarray, features: np.ndarray, y: int, x: int, block: int = 8) -> None:
-    """Write the UnPacked, clipped image of `features` [3*block*block, h, w] into `out` (H x W x 3,
+def unpack_into(out: np.ndarray, features: np.ndarray, y: int, x: int, block: int = 8, layout: str = "NCHW") -> None:
+    """Write the UnPacked, clipped image of `features` [3*block*block, h, w] (NHWC: [h, w, 3*block*block]) into `out` (H x W x 3,
     float32 in [0, 1], or uint8/uint16 rounded), its top-left pixel at out[y, x]; what falls outside
     `out` (negative y, x: the padding) is dropped. Tiles write their cores straight into the photo.
 
     The channel order (3*(block*i + j) + k) is read as a strided view in height-width-colour order,
     so no channel-first image is ever built."""
-    channels, h, w = features.shape
+    channels, h, w = features.shape if layout == "NCHW" else np.roll(features.shape, 1)
     if channels != 3 * block * block:
         raise ValueError(f"UnPack needs {3 * block * block} channels")
-    view = features.reshape(block, block, 3, h, w).transpose(3, 0, 4, 1, 2)  # y, i, x, j, k: a view
+    if layout == "NCHW":
+        view = features.reshape(block, block, 3, h, w).transpose(3, 0, 4, 1, 2)  # y, i, x, j, k: a view
+    else:
+        view = features.reshape(h, w, block, block, 3).transpose(0, 2, 1, 3, 4)
     r0, r1 = max(y, 0), min(y + h * block, out.shape[0])
     c0, c1 = max(x, 0), min(x + w * block, out.shape[1])
     if r0 >= r1 or c0 >= c1:
@@ -239,13 +261,13 @@ def reflect_indices(start: int, stop: int, offset: int, length: int) -> slice | 
 
 
 def pack_window(mosaic: np.ndarray, placement: Placement, rows: tuple[int, int], columns: tuple[int, int],
-                gain: float) -> np.ndarray:
+                gain: float, layout: str = "NCHW") -> np.ndarray:
     """`pack_network_input` of the cells rows x columns of the padded network grid, read straight from
     the unpadded mosaic: a window never needs the whole padded photo, and the whole photo never needs
     a padded copy when it is already on the grid."""
     ry = reflect_indices(rows[0] * GRID, rows[1] * GRID, placement.top, placement.height)
     cx = reflect_indices(columns[0] * GRID, columns[1] * GRID, placement.left, placement.width)
-    return pack_network_input(mosaic[ry][:, cx], gain)
+    return pack_network_input(mosaic[ry][:, cx], gain, layout)
 
 
 # The paper's amplifier reads a 63-bin histogram with log-spaced edges over [0, 1].

@@ -94,9 +94,13 @@ class TorchBackend:
 
         return self.model.automatic_gain(mosaic.data, mosaic.histogram(HISTOGRAM_EDGES))
 
+    layout = "NCHW"
+
     def run_packed(self, packed: np.ndarray) -> np.ndarray:
         """The network between Pack and UnPack: [N, 256, h, w] float32 -> [N, 192, 2h, 2w] float32."""
         return self.runner.run(packed)
+
+    run_native = run_packed
 
 
 class ArtifactBackend:
@@ -133,17 +137,31 @@ class ArtifactBackend:
 
         return automatic_gain(self.manifest, mosaic)
 
+    @property
+    def layout(self) -> str:
+        """The model file's axis order (NCHW, or NHWC for TFLite): `run_native` takes and gives it."""
+        return self.manifest["input"]["layout"]
+
     def run_packed(self, packed: np.ndarray) -> np.ndarray:
+        """[N, 256, h, w] -> [N, 192, 2h, 2w] whatever the model's layout (transposes if it is NHWC)."""
+        from .bayer import from_layout, to_layout
+
+        return from_layout(self.run_native(to_layout(packed, self.layout)), self.layout)
+
+    def run_native(self, packed: np.ndarray) -> np.ndarray:
+        """The network in the model's own layout: what the camera path packs for it, no transposes."""
         from .artifact import ArtifactError
 
-        expected = (packed.shape[0], 192, packed.shape[2] * 2, packed.shape[3] * 2)
+        nhwc = self.layout == "NHWC"
+        h, w = packed.shape[1:3] if nhwc else packed.shape[2:]
+        expected = (packed.shape[0], 2 * h, 2 * w, 192) if nhwc else (packed.shape[0], 192, 2 * h, 2 * w)
         try:
-            features = self.runner.run(packed)
+            features = self.runner.run_native(packed)
         except UserError:
             raise
         except Exception as exc:  # e.g. a model file whose input shape is not the manifest's size
             raise ArtifactError(
-                f"{self.folder}: the {self.target.name} runtime failed on a {packed.shape[2] * 16}x{packed.shape[3] * 16} input "
+                f"{self.folder}: the {self.target.name} runtime failed on a {h * 16}x{w * 16} input "
                 f"({_one_line(exc)})",
                 "the model file does not fit its manifest; export the artifact again",
             ) from exc
@@ -281,8 +299,10 @@ class Enhancer:
         cells = (placement.padded_height // GRID, placement.padded_width // GRID)
         gain = self.choose_gain(mosaic, ratio)
 
+        layout = backend.layout
+
         def packed_window(rows: tuple[int, int], columns: tuple[int, int]) -> np.ndarray:
-            return pack_window(mosaic.data, placement, rows, columns, gain)
+            return pack_window(mosaic.data, placement, rows, columns, gain, layout)
 
         image = np.empty((mosaic.shape[0], mosaic.shape[1], 3), OUTPUT_DTYPES[bits])
         origin = (placement.top, placement.left)
@@ -292,13 +312,13 @@ class Enhancer:
                 packed = packed_window((0, cells[0]), (0, cells[1]))
                 seconds["preprocess"] = time.perf_counter() - start
                 start = time.perf_counter()
-                features = backend.run_packed(packed)[0]
+                features = backend.run_native(packed)[0]
                 del packed
                 if not np.isfinite(features).all():
                     raise FloatingPointError
                 seconds["inference"] = time.perf_counter() - start
                 start = time.perf_counter()
-                unpack_into(image, features, -origin[0], -origin[1])
+                unpack_into(image, features, -origin[0], -origin[1], layout=layout)
                 seconds["postprocess"] = time.perf_counter() - start
             else:  # packing and UnPack happen per piece, inside
                 seconds["preprocess"] = time.perf_counter() - start
@@ -306,7 +326,7 @@ class Enhancer:
                 if plan.strips:
                     tiles = run_strips(backend.runner, packed_window, cells, plan.head_rows, image, origin)
                 else:
-                    tiles = run_windows(backend.run_packed, packed_window, cells, plan.window, image, origin)
+                    tiles = run_windows(backend.run_native, packed_window, cells, plan.window, image, origin, layout=layout)
                 seconds["inference"] = time.perf_counter() - start
                 seconds["postprocess"] = 0.0
         except FloatingPointError:  # damaged weights (or absurd inputs): never write garbage pixels

@@ -34,7 +34,13 @@ INT8_MAX_GT_LOSS_DB = 0.3
 VALIDATION_SCENES = 4
 # What the exported graph looks like; artifacts of another graph version are rebuilt, never reused.
 # 2: the inner PixelShuffle as a one-hot transposed convolution (no 6-D transposes).
+# 3 (TFLite): input and output in NHWC, the order TFLite computes in, so the graph has no TRANSPOSE.
 GRAPH_VERSION = 2
+GRAPH_VERSIONS = {"tflite": 3}
+
+
+def graph_version(target: str) -> int:
+    return GRAPH_VERSIONS.get(target, GRAPH_VERSION)
 
 
 def meets_bar(precision: str, validation: dict) -> bool:
@@ -169,7 +175,7 @@ def export(
                 f"max abs error {validation['max_abs_error']:.2e}, {validation['psnr_vs_fp32_db']} dB against FP32; nothing was written",
                 "re-run with --allow-degraded to keep it anyway (the manifest will say so)",
             )
-        inputs, outputs = io_contract((height, width), amplifier_affine(model), model.config.sigmoid)
+        inputs, outputs = io_contract((height, width), amplifier_affine(model), model.config.sigmoid, target.layout)
         if hasattr(runner, "io_quantization"):  # integer I/O: the caller quantises and dequantises
             quant = runner.io_quantization()
             for section, key in ((inputs, "input"), (outputs, "output")):
@@ -184,7 +190,7 @@ def export(
                 "variant": model.variant,
                 "parameters": count_parameters(model),
                 "macs_per_pixel": macs_per_pixel(),
-                "graph_version": GRAPH_VERSION,
+                "graph_version": graph_version(target.name),
                 "weights_sha256": model.checkpoint_info["sha256"],
                 "trained": model.checkpoint_info["trained"],
             },
@@ -238,7 +244,7 @@ def reusable_artifact(folder: Path, target: str, precision: str, size: tuple[int
     used = str(Path(used).resolve()) if used else None
     same = (manifest["target"] == target and manifest["precision"] == precision and manifest["size"] == list(size)
             and manifest["model"].get("weights_sha256") == weights and (allow_degraded or not manifest["validation"]["degraded"])
-            and manifest["model"].get("graph_version") == GRAPH_VERSION and (precision == "fp32" or used == wanted_calibration))
+            and manifest["model"].get("graph_version") == graph_version(target) and (precision == "fp32" or used == wanted_calibration))
     return manifest if same else None
 
 

@@ -144,13 +144,21 @@ class LLPackNetModel:
         return automatic_gain(self.manifest, mosaic) or ratio
 
     def preprocess(self, mosaic, size, ratio: float):
-        """The camera path of `Enhancer.enhance`: gain, then Pack straight from the unpadded mosaic."""
+        """The camera path of `Enhancer.enhance`: gain, then Pack straight from the unpadded mosaic,
+        in the model's own layout (what `run_native` and `native_image` take)."""
         place = plan_placement(*mosaic.shape, mosaic.pattern, size=size)
         rows, columns = (0, place.padded_height // GRID), (0, place.padded_width // GRID)
-        return pack_window(mosaic.data, place, rows, columns, self.gain(mosaic, ratio)), place
+        return pack_window(mosaic.data, place, rows, columns, self.gain(mosaic, ratio), self.runner.layout), place
 
     def run(self, packed: np.ndarray) -> np.ndarray:
+        """NCHW in and out, whatever the model's layout (quality and parity checks)."""
         return self.runner.run(packed)
+
+    def run_native(self, x: np.ndarray) -> np.ndarray:
+        return self.runner.run_native(x)
+
+    def native_image(self, output: np.ndarray, place: Placement, bits: int | None = None) -> np.ndarray:
+        return features_to_image(output[0], place, bits=bits, layout=self.runner.layout)
 
     @staticmethod
     def to_image(output: np.ndarray, place: Placement, bits: int | None = None) -> np.ndarray:
@@ -197,6 +205,8 @@ class SidUNetModel:
         image = np.clip(place.crop(output[0]), 0.0, 1.0).transpose(1, 2, 0)
         return image if bits is None else to_integer_image(image, bits)
 
+    run_native, native_image = run, to_image
+
 
 # ---------------------------------------------------------------- the measurement
 def measure(spec: dict) -> dict:
@@ -218,17 +228,17 @@ def measure(spec: dict) -> dict:
 
     reset = reset_peak_rss()
     start = time.perf_counter()
-    output = model.run(packed)
+    output = model.run_native(packed)
     first_ms = (time.perf_counter() - start) * 1e3
     for _ in range(spec["warmup"]):
-        model.run(packed)
+        model.run_native(packed)
     times = []
     for _ in range(spec["runs"]):
         start = time.perf_counter()
-        output = model.run(packed)
+        output = model.run_native(packed)
         times.append((time.perf_counter() - start) * 1e3)
     peak = peak_rss_mb()
-    post_ms, _ = _median_ms(lambda: model.to_image(output, place, bits=8))
+    post_ms, _ = _median_ms(lambda: model.native_image(output, place, bits=8))
 
     latency = latency_stats(times)
     result = {

@@ -149,18 +149,19 @@ PackedWindow = Callable[[tuple[int, int], tuple[int, int]], np.ndarray]
 
 
 def _write_core(out: np.ndarray, features: np.ndarray, rows: tuple[int, int], columns: tuple[int, int],
-                origin: tuple[int, int]) -> None:
-    """Check one core's features [192, 2r, 2c] and UnPack them into `out`; `origin` is the output's
-    top-left pixel in the padded grid (the placement's top, left)."""
+                origin: tuple[int, int], layout: str = "NCHW") -> None:
+    """Check one core's features ([192, 2r, 2c], or [2r, 2c, 192] for NHWC) and UnPack them into
+    `out`; `origin` is the output's top-left pixel in the padded grid (the placement's top, left)."""
     if not np.isfinite(features).all():
         raise FloatingPointError("the network's output holds NaN or Inf values")
-    unpack_into(out, features, rows[0] * GRID - origin[0], columns[0] * GRID - origin[1])
+    unpack_into(out, features, rows[0] * GRID - origin[0], columns[0] * GRID - origin[1], layout=layout)
 
 
 def run_windows(run_packed: Callable[[np.ndarray], np.ndarray], packed_window: PackedWindow, cells: tuple[int, int],
                 window: tuple[int, int], out: np.ndarray, origin: tuple[int, int],
-                halo: int = DEFAULT_HALO_CELLS) -> int:
-    """The whole network window by window into `out`; returns the number of windows."""
+                halo: int = DEFAULT_HALO_CELLS, layout: str = "NCHW") -> int:
+    """The whole network window by window into `out`; returns the number of windows. `run_packed`
+    and `packed_window` work in `layout`."""
     h, w = cells
     rows, columns = plan_axis(h, window[0], halo), plan_axis(w, window[1], halo)
     wh, ww = min(window[0], h), min(window[1], w)
@@ -169,7 +170,8 @@ def run_windows(run_packed: Callable[[np.ndarray], np.ndarray], packed_window: P
             features = run_packed(packed_window((r.start, r.start + wh), (c.start, c.start + ww)))[0]
             y0, y1 = 2 * (r.core_start - r.start), 2 * (r.core_end - r.start)
             x0, x1 = 2 * (c.core_start - c.start), 2 * (c.core_end - c.start)
-            _write_core(out, features[:, y0:y1, x0:x1], (r.core_start, r.core_end), (c.core_start, c.core_end), origin)
+            core = features[:, y0:y1, x0:x1] if layout == "NCHW" else features[y0:y1, x0:x1]
+            _write_core(out, core, (r.core_start, r.core_end), (c.core_start, c.core_end), origin, layout)
             del features
             release_free_memory()
     return len(rows) * len(columns)

@@ -147,14 +147,16 @@ def test_over_budget_images_are_refused_before_any_work():
 
 
 @needs_torch
-def test_a_static_shape_artifact_tiles_an_image_larger_than_itself(tmp_path):
-    pytest.importorskip("openvino")
+@pytest.mark.parametrize("target,runtime", [("openvino", "openvino"), ("tflite", "ai_edge_litert")])
+def test_a_static_shape_artifact_tiles_an_image_larger_than_itself(tmp_path, target, runtime):
+    """Windows of an NCHW (OpenVINO) and an NHWC (TFLite) artifact give the untiled PyTorch image."""
+    pytest.importorskip(runtime)
     from toolkit.enhance import Enhancer
     from toolkit.export import export
     from toolkit.raw import Mosaic
     from toolkit.synth import sample_scene
 
-    folder = export("openvino", "fp32", (640, 640), tmp_path / "ov")["path"]
+    folder = export(target, "fp32", (640, 640), tmp_path / target)["path"]
     pair = sample_scene(8, size=(1000, 1400))  # not a multiple of 16 either
     mosaic = Mosaic(pair.normalised(), "RGGB", np.zeros(4), 1.0, "synthetic")
     reference = Enhancer(ratio=250, tile="off").enhance(mosaic)

@@ -258,7 +258,8 @@ def test_pack_window_reads_the_padded_grid_from_the_unpadded_mosaic(h, w, patter
 @given(st.integers(1, 4), st.integers(1, 4), st.integers(-20, 20), st.integers(-20, 20), st.sampled_from([8, 16]),
        st.integers(0, 2**31 - 1))
 def test_unpack_into_places_rounds_and_crops_like_the_float_image(h, w, y, x, bits, seed):
-    """A piece's features written at any offset (off the image edges too) give the rounded float image's pixels there."""
+    """A piece's features written at any offset (off the image edges too) give the rounded float image's
+    pixels there, from channels-first and channels-last features alike."""
     from toolkit.bayer import features_to_image, unpack_into
     from toolkit.fileio import to_integer_image
 
@@ -271,6 +272,9 @@ def test_unpack_into_places_rounds_and_crops_like_the_float_image(h, w, y, x, bi
     ys, xs = slice(max(y, 0), max(min(y + 16 * h, 40), 0)), slice(max(x, 0), max(min(x + 16 * w, 50), 0))
     expected[ys, xs] = piece[ys.start - y : ys.stop - y, xs.start - x : xs.stop - x] if ys.stop > ys.start and xs.stop > xs.start else 0
     assert np.array_equal(out, expected)
+    nhwc = np.zeros_like(out)  # the same pixels from the channels-last features (TFLite's own order)
+    unpack_into(nhwc, np.ascontiguousarray(features.transpose(1, 2, 0)), y, x, layout="NHWC")
+    assert np.array_equal(nhwc, expected)
 
 
 def test_histogram_of_signed_zero_nan_and_negatives_follows_numpy():

@@ -232,6 +232,15 @@ def unpack_into(out: np.ndarray, features: np.ndarray, y: int, x: int, block: in
             e = min(s + _ROWS_PER_STEP, b)
             f0, f1 = r0 + s - y, r0 + e - y  # rows in the features' own pixel grid
             y0, y1 = f0 // block, -(-f1 // block)
+            if peak is not None and layout == "NHWC":  # round in the features' own (contiguous) order,
+                # then move 1- or 2-byte pixels instead of floats: each cell's 8 x 8 x 3 values are contiguous here
+                cells = np.clip(features[y0:y1], 0.0, 1.0)
+                cells *= peak
+                np.rint(cells, out=cells)
+                rows = cells.astype(out.dtype).reshape(y1 - y0, w, block, block, 3).transpose(0, 2, 1, 3, 4)
+                rows = rows.reshape((y1 - y0) * block, w * block, 3)
+                out[r0 + s : r0 + e, c0:c1] = rows[f0 - y0 * block : f1 - y0 * block, c0 - x : c1 - x]
+                continue
             rows = view[y0:y1].reshape((y1 - y0) * block, w * block, 3)  # gathers whole cell rows
             part = rows[f0 - y0 * block : f1 - y0 * block, c0 - x : c1 - x]
             if peak is None:

@@ -76,7 +76,8 @@ def main() -> int:
     e2e = {k: sum(r["stages_ms"][s] for s in ("preprocess", "inference", "postprocess")) for k, r in rows.items()}
     print("machine:", report["machine"]["cpu"], report["machine"]["flags"])
     for runtime, peak in (report.get("machine_peak") or {}).items():
-        print(f"FP32 peak {runtime:12} {peak.get('peak_gmac_per_s', peak.get('error'))} GMAC/s")
+        print(f"FP32 peak {runtime:12} best run {peak.get('peak_gmac_per_s', peak.get('error'))} GMAC/s, "
+              f"median {peak.get('median_gmac_per_s')} GMAC/s (fractions below: median against median)")
 
     def share(row: dict, stage: str) -> str:
         return f"{100 * row['stages_ms'][stage] / e2e[row['label']]:.1f}%"

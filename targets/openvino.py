@@ -29,11 +29,22 @@ def build(body, size: tuple[int, int], precision: str, out_dir: Path, calibratio
 
 
 class OpenVinoRunner(ChannelsFirstRunner):
+    """Zero-copy I/O: the input is read where it lies, and each call's output is written straight
+    into a fresh array the caller owns (no copy of a 145 MB feature map out of OpenVINO's buffer)."""
+
     def __init__(self, compiled):
-        self.request = compiled.create_infer_request()
+        import openvino as ov
+
+        self.ov, self.request = ov, compiled.create_infer_request()
+        self.output_shape = tuple(compiled.output(0).shape)
+        self._output = None  # the array the request writes into: kept alive while it is the request's
 
     def run(self, packed: np.ndarray) -> np.ndarray:
-        return np.array(self.request.infer([packed])[0], copy=True)
+        out = np.empty(self.output_shape, np.float32)
+        self.request.set_output_tensor(self.ov.Tensor(out, shared_memory=True))
+        self._output = out
+        self.request.infer([np.ascontiguousarray(packed, np.float32)], share_inputs=True)
+        return out
 
 
 def load(artifact_dir: Path, manifest: dict, threads: int | None) -> OpenVinoRunner:

@@ -97,7 +97,7 @@ class TfliteRunner:
         if np.dtype(self.output["dtype"]) != np.float32:
             scale, zero = self.output["quantization"]
             return (y.astype(np.float32) - zero) * np.float32(scale)
-        return y.copy()
+        return y  # get_tensor already returns a copy
 
 
 def load(artifact_dir: Path, manifest: dict, threads: int | None) -> TfliteRunner:

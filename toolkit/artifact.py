@@ -182,10 +182,10 @@ def _check_fields(manifest: dict, path: Path) -> None:
             raise _bad(path, key, "an object", manifest[key])
     if type(manifest["validation"].get("degraded")) is not bool:
         raise _bad(path, "validation.degraded", "true or false", manifest["validation"].get("degraded"))
-    layouts = {manifest[key].get("layout") for key in ("input", "output")}
-    if len(layouts) != 1 or not layouts <= set(LAYOUTS):
+    layouts = [manifest[key].get("layout") for key in ("input", "output")]
+    if not all(isinstance(v, str) and v in LAYOUTS for v in layouts) or layouts[0] != layouts[1]:
         raise _bad(path, "input.layout and output.layout", f"the same one of {', '.join(LAYOUTS)}",
-                   [manifest[key].get("layout") for key in ("input", "output")])
+                   layouts)
     steps = manifest["input"].get("preprocessing")
     if not isinstance(steps, list) or not all(isinstance(s, dict) and isinstance(s.get("step"), str) for s in steps):
         raise _bad(path, "input.preprocessing", "a list of steps", steps)

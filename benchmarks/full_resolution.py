@@ -45,6 +45,39 @@ print(json.dumps({"seconds": {m: statistics.median(t) for m, t in times.items()}
 """
 
 
+EFFICIENCY = r"""
+import json, statistics, sys, time
+import numpy as np
+from targets import get_target
+from toolkit.artifact import read_manifest
+from toolkit.peak import conv_gmac, peak_runner
+
+folder, threads = sys.argv[1], int(sys.argv[2])
+manifest = read_manifest(folder)
+runner = get_target(manifest["target"]).load(folder, manifest, threads)
+peak = peak_runner(manifest["target"], threads)
+x = np.random.default_rng(0).random(manifest["input"]["shape"], dtype=np.float32) * 0.05
+gmac = manifest["model"]["macs_per_pixel"] * manifest["size"][0] * manifest["size"][1] / 1e9
+runner.run_native(x)
+peak()
+model_s, peak_s = [], []
+for _ in range(7):  # alternating: the model and the peak convolution see the same machine
+    start = time.perf_counter(); runner.run_native(x); model_s.append(time.perf_counter() - start)
+    for _ in range(3):
+        start = time.perf_counter(); peak(); peak_s.append(time.perf_counter() - start)
+model, best = gmac / statistics.median(model_s), conv_gmac() / statistics.median(peak_s)
+print(json.dumps({"model_gmac_per_s": round(model, 2), "peak_gmac_per_s": round(best, 2), "fraction": round(model / best, 4)}))
+"""
+
+
+def efficiency_run(folder: Path, threads: int) -> dict:
+    """An FP32 artifact's GMAC/s against its runtime's peak convolution, alternating in one process."""
+    proc = subprocess.run([sys.executable, "-c", EFFICIENCY, str(folder), str(threads)], capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode:
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def enhance_run(source: Path, budget: float, *modes: str) -> dict:
     """PyTorch FP32 enhancing `source` to 8 bits in a fresh process, once per mode (tile 'off' or
     'auto' under `budget`); with several modes, alternating, for their latency ratio."""
@@ -98,6 +131,13 @@ def main() -> int:
     print(f"  OpenVINO INT8 end to end / FP32 PyTorch end to end: {ratio('openvino-int8', 'torch-fp32', e2e)}  (target <= 0.55)")
     print(f"  OpenVINO FP32 achieved / OpenVINO FP32 peak:        {rows.get('openvino-fp32', {}).get('fraction_of_peak', 'n/a')}  (target >= 0.85)")
     print(f"  TFLite INT8 / TFLite FP32 latency:                  {ratio('tflite-int8', 'tflite-fp32', p50)}  (target <= 0.7)")
+    threads = int(report["settings"].get("threads") or 2)
+    for label in ("openvino-fp32", "tflite-fp32"):
+        folder = Path(args.artifacts) / f"{label}-{args.size}"
+        if folder.exists():
+            found = efficiency_run(folder, threads)
+            print(f"  {label} / its runtime's FP32 peak, medians of 7 runs alternating with 21 of the peak "
+                  f"convolution in one process: {found}")
 
     sample = Path(report["inputs"][args.size]["sample"])
     if not sample.exists():

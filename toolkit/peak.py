@@ -101,10 +101,16 @@ def _tflite_runner(threads: int | None):
     return run
 
 
+def peak_runner(runtime: str, threads: int | None = None):
+    """A callable that runs the large convolution once in `runtime` (for measurements that
+    alternate it with a model, so both see the same machine)."""
+    return {"torch": _torch_runner, "openvino": _openvino_runner, "onnxruntime": _onnxruntime_runner,
+            "tflite": _tflite_runner}[runtime](threads)
+
+
 def measure_peak(runtime: str, threads: int | None = None) -> dict:
     """GMAC/s of the large convolution in `runtime`: the best of RUNS after one warm-up."""
-    run = {"torch": _torch_runner, "openvino": _openvino_runner, "onnxruntime": _onnxruntime_runner,
-           "tflite": _tflite_runner}[runtime](threads)
+    run = peak_runner(runtime, threads)
     run()
     times = []
     for _ in range(RUNS):

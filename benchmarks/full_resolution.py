@@ -70,22 +70,23 @@ print(json.dumps({"model_gmac_per_s": round(model, 2), "peak_gmac_per_s": round(
 """
 
 
-def efficiency_run(folder: Path, threads: int) -> dict:
-    """An FP32 artifact's GMAC/s against its runtime's peak convolution, alternating in one process."""
-    proc = subprocess.run([sys.executable, "-c", EFFICIENCY, str(folder), str(threads)], capture_output=True, text=True, cwd=ROOT)
+def run_script(script: str, *args: str) -> dict:
+    """One of the scripts above in a fresh process: its last line of JSON, or the error it ended with."""
+    proc = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, cwd=ROOT)
     if proc.returncode:
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def efficiency_run(folder: Path, threads: int) -> dict:
+    """An FP32 artifact's GMAC/s against its runtime's peak convolution, alternating in one process."""
+    return run_script(EFFICIENCY, str(folder), str(threads))
 
 
 def enhance_run(source: Path, budget: float, *modes: str) -> dict:
     """PyTorch FP32 enhancing `source` to 8 bits in a fresh process, once per mode (tile 'off' or
     'auto' under `budget`); with several modes, alternating, for their latency ratio."""
-    proc = subprocess.run([sys.executable, "-c", ENHANCE, str(source), str(budget), ",".join(modes)],
-                          capture_output=True, text=True, cwd=ROOT)
-    if proc.returncode:
-        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_script(ENHANCE, str(source), str(budget), ",".join(modes))
 
 
 def main() -> int:

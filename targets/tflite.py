@@ -81,9 +81,9 @@ class TfliteRunner:
         return {"interpreter": type(self.interp).__module__.split(".")[0], "xnnpack": xnnpack_applied(self.interp)}
 
     def run(self, packed: np.ndarray) -> np.ndarray:
-        from toolkit.bayer import from_layout, to_layout
+        from toolkit.bayer import run_in_layout
 
-        return from_layout(self.run_native(to_layout(packed, self.layout)), self.layout)
+        return run_in_layout(self.run_native, packed, self.layout)
 
     def run_native(self, packed: np.ndarray) -> np.ndarray:
         x = packed

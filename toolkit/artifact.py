@@ -18,7 +18,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .bayer import GRID, HISTOGRAM_EDGES, LAYOUTS, MIN_SIZE, histogram_counts
+from .bayer import GRID, HISTOGRAM_EDGES, LAYOUTS, MIN_SIZE, mosaic_histogram
 from .errors import UserError
 from .fileio import atomic_write_json, file_sha256
 
@@ -246,10 +246,6 @@ def automatic_gain(manifest: dict, mosaic) -> float | None:
     auto = gain_step.get("automatic")
     if auto is None:
         return None
-    edges = np.asarray(auto["edges"], np.float64)
-    if isinstance(mosaic, np.ndarray):
-        counts, size = histogram_counts(mosaic, edges), mosaic.size
-    else:
-        counts, size = mosaic.histogram(edges), mosaic.data.size
+    counts, size = mosaic_histogram(mosaic, np.asarray(auto["edges"], np.float64))
     value = float(np.dot(counts / size, auto["coefficients"]) + auto["intercept"])
     return value if value > 0 else 1e-4

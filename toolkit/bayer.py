@@ -137,6 +137,11 @@ def from_layout(x: np.ndarray, layout: str) -> np.ndarray:
     return x if layout == "NCHW" else np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
 
+def run_in_layout(run_native, packed: np.ndarray, layout: str) -> np.ndarray:
+    """`run_native` (which takes and gives `layout`) on an NCHW tensor, giving NCHW back."""
+    return from_layout(run_native(to_layout(packed, layout)), layout)
+
+
 def pack_network_input(mosaic: np.ndarray, gain: float, layout: str = "NCHW") -> np.ndarray:
     """The network's input from an RGGB mosaic on the 16-pixel grid: [1, 256, H/16, W/16] float32
     (or [1, H/16, W/16, 256] for `layout` NHWC), gain applied.
@@ -332,6 +337,14 @@ def histogram_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     if near:
         counts += np.histogram(np.concatenate(near), bins=edges)[0]
     return counts
+
+
+def mosaic_histogram(mosaic, edges: np.ndarray) -> tuple[np.ndarray, int]:
+    """(counts, pixels) of a normalised mosaic: a 2-D array, or a `Mosaic` (whose reader may have
+    counted its levels already, see `Mosaic.histogram`)."""
+    if isinstance(mosaic, np.ndarray):
+        return histogram_counts(mosaic, edges), mosaic.size
+    return mosaic.histogram(edges), mosaic.data.size
 
 
 def level_histogram(levels: np.ndarray, counts: np.ndarray, edges: np.ndarray) -> np.ndarray:

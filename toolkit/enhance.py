@@ -90,9 +90,7 @@ class TorchBackend:
         return self.model.config.amplifier
 
     def automatic_gain(self, mosaic: Mosaic) -> float:
-        from .bayer import HISTOGRAM_EDGES
-
-        return self.model.automatic_gain(mosaic.data, mosaic.histogram(HISTOGRAM_EDGES))
+        return self.model.automatic_gain(mosaic)
 
     layout = "NCHW"
 
@@ -144,9 +142,9 @@ class ArtifactBackend:
 
     def run_packed(self, packed: np.ndarray) -> np.ndarray:
         """[N, 256, h, w] -> [N, 192, 2h, 2w] whatever the model's layout (transposes if it is NHWC)."""
-        from .bayer import from_layout, to_layout
+        from .bayer import run_in_layout
 
-        return from_layout(self.run_native(to_layout(packed, self.layout)), self.layout)
+        return run_in_layout(self.run_native, packed, self.layout)
 
     def run_native(self, packed: np.ndarray) -> np.ndarray:
         """The network in the model's own layout: what the camera path packs for it, no transposes."""

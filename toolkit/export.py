@@ -138,10 +138,7 @@ def export(
             if not model.config.amplifier:  # the amplifier brings the user's RAW files to the network's range
                 raise UserError(f"{model.variant} has no amplifier to set the gain of calibration RAW files",
                                 "leave --calibration out to use the synthetic calibration set")
-            from .bayer import HISTOGRAM_EDGES
-
-            calibration_set = raw_folder_calibration(
-                calibration, lambda mosaic: model.automatic_gain(mosaic.data, mosaic.histogram(HISTOGRAM_EDGES)))
+            calibration_set = raw_folder_calibration(calibration, model.automatic_gain)
         else:
             calibration_set = synthetic_calibration()
         attempts_to_try = list(remedies(target.name))

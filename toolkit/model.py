@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .bayer import HISTOGRAM_EDGES, histogram_counts
+from .bayer import HISTOGRAM_EDGES, mosaic_histogram
 from .variants import DEFAULT_VARIANT, VARIANTS
 
 BLOCK = 8  # Pack: space-to-depth by 8 inside each colour plane.
@@ -151,20 +151,26 @@ class LLPackNet(nn.Module):
 
     def gain(self, mosaic: torch.Tensor) -> torch.Tensor:
         """The paper's automatic gamma, [N, 1]; the 2022 variant has none."""
-        if not self.config.amplifier:
-            raise RuntimeError(f"{self.variant} has no amplifier: multiply the input by the exposure ratio")
+        self._require_amplifier()
         return self.amplifier(mosaic)
 
-    def automatic_gain(self, mosaic: np.ndarray, counts: np.ndarray | None = None) -> float:
-        """The amplifier's gain for one normalised 2-D mosaic (numpy in, float out), from its histogram
-        over `HISTOGRAM_EDGES` (numpy's rules, as `gain` counts them): `counts` when already known
-        (`Mosaic.histogram`), else counted here."""
+    def _require_amplifier(self) -> None:
         if not self.config.amplifier:
             raise RuntimeError(f"{self.variant} has no amplifier: multiply the input by the exposure ratio")
-        if counts is None:
-            counts = histogram_counts(mosaic, HISTOGRAM_EDGES)
+
+    @property
+    def plane_convs(self) -> tuple[nn.Conv2d, ...]:
+        """The per-plane 3x3 convolutions of R, G1, G2, B, in packed-channel order."""
+        return self.RDBr, self.RDBg1, self.RDBg2, self.RDBb
+
+    def automatic_gain(self, mosaic) -> float:
+        """The amplifier's gain for one normalised mosaic (numpy in, float out), from its histogram
+        over `HISTOGRAM_EDGES` (numpy's rules, as `gain` counts them). `mosaic`: a 2-D array, or a
+        `Mosaic` (whose reader may have counted its levels already)."""
+        self._require_amplifier()
+        counts, size = mosaic_histogram(mosaic, HISTOGRAM_EDGES)
         with torch.inference_mode():
-            hist = torch.from_numpy(np.asarray(counts, np.float32))[None] / mosaic.size
+            hist = torch.from_numpy(np.asarray(counts, np.float32))[None] / size
             return float(self.amplifier.forward_histogram(hist).reshape(()))
 
     def packed_body(self, packed: torch.Tensor, upsample: nn.Module | None = None, lean: bool = False) -> torch.Tensor:
@@ -180,7 +186,7 @@ class LLPackNet(nn.Module):
         """The low-resolution part: packed input [N, 256, h, w] -> features [N, 64, h, w]. Its reach is
         19 cells and its output small (256 bytes a cell), so tiled inference keeps it for the whole photo."""
         r, g1, g2, b = torch.split(packed, BLOCK * BLOCK, dim=1)
-        planes = [F.relu(conv(p)) for conv, p in zip((self.RDBr, self.RDBg1, self.RDBg2, self.RDBb), (r, g1, g2, b))]
+        planes = [F.relu(conv(p)) for conv, p in zip(self.plane_convs, (r, g1, g2, b))]
         f0 = self.before_identity(torch.cat(planes, dim=1))
         del planes
         blocks = [self.RDB1, self.RDB2, self.RDB3]
@@ -197,12 +203,11 @@ class LLPackNet(nn.Module):
         first = packed_rows(0, min(step, height))
         width = first.shape[3]
         f0 = first.new_empty((1, 64, height, width))
-        planes = (self.RDBr, self.RDBg1, self.RDBg2, self.RDBb)
         for a, b in spans:
             lo, hi = max(a - 1, 0), min(b + 1, height)
             rows = packed_rows(lo, hi)
             parts = [F.relu(_conv_rows(conv, rows[:, BLOCK * BLOCK * i : BLOCK * BLOCK * (i + 1)], a - lo, b - lo, a == 0, b == height))
-                     for i, conv in enumerate(planes)]
+                     for i, conv in enumerate(self.plane_convs)]
             f0[:, :, a:b] = self.before_identity(torch.cat(parts, dim=1))
         growth = self.RDB1.dense_layers[0].conv.out_channels
         blocks = (self.RDB1, self.RDB2, self.RDB3)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .base import OutputBuffers
+
 MODEL_FILE = "model.tflite"
 
 
@@ -68,6 +70,7 @@ class TfliteRunner:
         interp.allocate_tensors()
         self.input = interp.get_input_details()[0]
         self.output = interp.get_output_details()[0]
+        self.outputs = OutputBuffers()
 
     def io_quantization(self) -> dict:
         def describe(detail):
@@ -93,11 +96,16 @@ class TfliteRunner:
             x = np.clip(np.rint(packed / scale + zero), info.min, info.max).astype(self.input["dtype"])
         self.interp.set_tensor(self.input["index"], x)
         self.interp.invoke()
-        y = self.interp.get_tensor(self.output["index"])
+        # Read the interpreter's own output buffer (a view, gone before the next invoke) into a
+        # reused array: get_tensor's fresh copy costs its page faults on every call.
+        out, _ = self.outputs.take(self.output["shape"])
         if np.dtype(self.output["dtype"]) != np.float32:
             scale, zero = self.output["quantization"]
-            return (y.astype(np.float32) - zero) * np.float32(scale)
-        return y  # get_tensor already returns a copy
+            np.subtract(self.interp.tensor(self.output["index"])(), np.float32(zero), out=out)
+            out *= np.float32(scale)
+        else:
+            np.copyto(out, self.interp.tensor(self.output["index"])())
+        return out
 
 
 def load(artifact_dir: Path, manifest: dict, threads: int | None) -> TfliteRunner:

@@ -8,10 +8,9 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -37,39 +36,6 @@ class ChannelsFirstRunner:
 
     def run_native(self, x: np.ndarray) -> np.ndarray:
         return self.run(x)
-
-
-class OutputBuffers:
-    """Output arrays a runner writes into again once its caller has let go of them.
-
-    A full-size output is 145 MB, and a fresh array costs its page faults on every call: about 0.3 s
-    a call on a 2-core VM, a quarter of OpenVINO's FP32 inference (`benchmarks/full_resolution.py`).
-    A buffer is reused only while nothing outside holds it or a view of it (a view references its
-    base array), so results stay the caller's: one kept across calls gets a new buffer beside it.
-    `wrap(array)` builds the runtime's handle on a buffer (an OpenVINO tensor sharing its memory)."""
-
-    def __init__(self, wrap: Callable[[np.ndarray], Any] | None = None, slots: int = 2):
-        self._wrap, self._slots, self._kept = wrap, slots, []  # [(array, handle, references when idle)]
-
-    @staticmethod
-    def _references(entry: tuple) -> int:
-        return sys.getrefcount(entry[0])
-
-    def take(self, shape: tuple[int, ...], dtype=np.float32) -> tuple[np.ndarray, Any]:
-        """A writable array of `shape` nobody else holds, and its runtime handle (None without `wrap`)."""
-        shape, dtype = tuple(int(n) for n in shape), np.dtype(dtype)
-        for entry in self._kept:
-            if entry[0].shape == shape and entry[0].dtype == dtype and self._references(entry) <= entry[2]:
-                return entry[0], entry[1]
-        entry = self._new(shape, dtype)
-        idle = self._references(entry)  # measured before building the kept tuple (its unpacking holds one more)
-        entry = (*entry, idle)
-        self._kept = [entry, *self._kept][: self._slots]
-        return entry[0], entry[1]
-
-    def _new(self, shape: tuple[int, ...], dtype: np.dtype) -> tuple:
-        array = np.empty(shape, dtype)
-        return array, (self._wrap(array) if self._wrap else None)
 
 
 @dataclass(frozen=True)

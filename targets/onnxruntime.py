@@ -5,7 +5,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import ChannelsFirstRunner, OutputBuffers
+from toolkit.memory import OutputBuffers
+
+from .base import ChannelsFirstRunner
 
 MODEL_FILE = "model.onnx"
 OPSET = 17

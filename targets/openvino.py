@@ -6,7 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import ChannelsFirstRunner, OutputBuffers
+from toolkit.memory import OutputBuffers
+
+from .base import ChannelsFirstRunner
 
 MODEL_FILE, WEIGHTS_FILE = "model.xml", "model.bin"
 os.environ.setdefault("OPENVINO_TELEMETRY_DISABLE", "1")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import OutputBuffers
+from toolkit.memory import OutputBuffers
 
 MODEL_FILE = "model.tflite"
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from targets.base import OutputBuffers
+from toolkit.memory import OutputBuffers
 
 
 def test_a_dropped_buffer_is_reused_and_a_held_one_never():
@@ -65,3 +65,20 @@ def test_every_runner_keeps_results_the_caller_holds(small_artifacts):
         del out_a, out_b
         again = runner.run_native(b)
         assert again.ctypes.data == address and np.array_equal(again, expected_b), label
+
+
+def test_enhancer_reuses_a_dropped_image_and_keeps_a_held_one(dark_dng):
+    pytest.importorskip("torch")
+    from toolkit.enhance import Enhancer
+    from toolkit.raw import read_mosaic
+
+    enhancer = Enhancer(ratio="100")
+    dark, darker = read_mosaic(dark_dng("RGGB", 48, 64, seed=1)), read_mosaic(dark_dng("RGGB", 48, 64, seed=2))
+    held = enhancer.enhance(dark, bits=8).image
+    kept = held.copy()
+    second = enhancer.enhance(darker, bits=8)
+    assert np.array_equal(held, kept) and not np.array_equal(second.image, held)
+    expected, address = second.image.copy(), second.image.ctypes.data
+    del second
+    again = enhancer.enhance(darker, bits=8).image
+    assert again.ctypes.data == address and np.array_equal(again, expected)

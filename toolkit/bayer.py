@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .memory import OutputBuffers
+
 PATTERNS = ("RGGB", "BGGR", "GRBG", "GBRG")
 GRID = 16  # Pack works on 16x16 blocks: 2x2 Bayer cells, each plane space-to-depth by 8.
 MIN_SIZE = 32
@@ -194,21 +196,28 @@ def unpack_rgb(features: np.ndarray, block: int = 8) -> np.ndarray:
 
 
 def features_to_image(features: np.ndarray, placement: "Placement | None" = None, block: int = 8,
-                      bits: int | None = None, layout: str = "NCHW") -> np.ndarray:
+                      bits: int | None = None, layout: str = "NCHW", buffers: OutputBuffers | None = None) -> np.ndarray:
     """UnPack, crop and clip in one pass: features [3*block*block, h, w] -> H x W x 3 in [0, 1] as float32,
     or, with `bits` 8 or 16, already rounded to uint8/uint16 (no float image is ever built).
 
     The same values as `np.clip(placement.crop(unpack_rgb(features)), 0, 1).transpose(1, 2, 0)`
-    (times 2**bits - 1, rounded, for integer output)."""
+    (times 2**bits - 1, rounded, for integer output). `buffers`: where the image is taken from, to
+    reuse a photo-sized array the caller has let go of."""
     h, w = features.shape[1:] if layout == "NCHW" else features.shape[:2]
     top, left = (placement.top, placement.left) if placement else (0, 0)
     height, width = (placement.height, placement.width) if placement else (h * block, w * block)
-    out = np.empty((height, width, 3), OUTPUT_DTYPES[bits])
+    out = new_image((height, width), bits, buffers)
     unpack_into(out, features, -top, -left, block, layout)
     return out
 
 
 OUTPUT_DTYPES = {None: np.float32, 8: np.uint8, 16: np.uint16}
+
+
+def new_image(size: tuple[int, int], bits: int | None, buffers: OutputBuffers | None = None) -> np.ndarray:
+    """An uninitialised H x W x 3 image for `bits` (None: float32), from `buffers` when given."""
+    shape, dtype = (int(size[0]), int(size[1]), 3), OUTPUT_DTYPES[bits]
+    return buffers.take(shape, dtype)[0] if buffers is not None else np.empty(shape, dtype)
 _ROWS_PER_STEP = 64  # output rows gathered at a time: a few MB, so no photo-sized temporary is ever made
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from .errors import InputError, OutputError, UserError, require_torch
 from .fileio import check_output_path, image_format, write_image
+from .memory import OutputBuffers
 from .raw import NPY_SUFFIX, RAW_SUFFIXES, Mosaic, read_mosaic
 
 log = logging.getLogger(__name__)
@@ -202,6 +203,7 @@ class Enhancer:
         if memory_budget_mb is not None and not (math.isfinite(memory_budget_mb) and memory_budget_mb > 0):
             raise UserError(f"the memory budget must be a positive number of MB, not {memory_budget_mb}")
         self.memory_budget_mb = memory_budget_mb
+        self._images = OutputBuffers()  # a photo's image memory, reused once the caller lets go of a result
 
     @functools.cached_property
     def backend(self) -> TorchBackend | ArtifactBackend:
@@ -280,7 +282,7 @@ class Enhancer:
         """Restore one mosaic; `ratio` overrides the enhancer's own setting for this call. `bits` 8 or 16
         returns the image already rounded to uint8/uint16 (what gets written; a quarter or half of
         the float image's memory), None float32 in [0, 1]."""
-        from .bayer import GRID, OUTPUT_DTYPES, pack_window, plan_placement, unpack_into
+        from .bayer import GRID, OUTPUT_DTYPES, new_image, pack_window, plan_placement, unpack_into
         from .tiling import run_strips, run_windows
 
         if bits not in OUTPUT_DTYPES:
@@ -302,7 +304,7 @@ class Enhancer:
         def packed_window(rows: tuple[int, int], columns: tuple[int, int]) -> np.ndarray:
             return pack_window(mosaic.data, placement, rows, columns, gain, layout)
 
-        image = np.empty((mosaic.shape[0], mosaic.shape[1], 3), OUTPUT_DTYPES[bits])
+        image = new_image(mosaic.shape, bits, self._images)
         origin = (placement.top, placement.left)
         tiles = 1
         try:

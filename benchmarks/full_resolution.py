@@ -129,17 +129,24 @@ def main() -> int:
         return f"{what[a] / what[b]:.3f}" if a in what and b in what else "n/a"
 
     p50 = {k: r["latency_ms"]["p50"] for k, r in rows.items()}
-    print("\nratios (same run):")
-    print(f"  OpenVINO INT8 end to end / FP32 PyTorch end to end: {ratio('openvino-int8', 'torch-fp32', e2e)}  (target <= 0.55)")
-    print(f"  OpenVINO FP32 achieved / OpenVINO FP32 peak:        {rows.get('openvino-fp32', {}).get('fraction_of_peak', 'n/a')}  (target >= 0.85)")
-    print(f"  TFLite INT8 / TFLite FP32 latency:                  {ratio('tflite-int8', 'tflite-fp32', p50)}  (target <= 0.7)")
     threads = int(report["settings"].get("threads") or 2)
+    # The FP32 efficiency target is read from the model and the peak convolution alternating in one
+    # process: the report's medians come from separate processes, minutes apart, on a noisy machine.
+    alternating = {}
     for label in ("openvino-fp32", "tflite-fp32"):
         folder = Path(args.artifacts) / f"{label}-{args.size}"
         if folder.exists():
-            found = efficiency_run(folder, threads)
-            print(f"  {label} / its runtime's FP32 peak, medians of 7 runs alternating with 21 of the peak "
-                  f"convolution in one process: {found}")
+            alternating[label] = efficiency_run(folder, threads)
+    print("\nratios (same run):")
+    print(f"  OpenVINO INT8 end to end / FP32 PyTorch end to end: {ratio('openvino-int8', 'torch-fp32', e2e)}  (target <= 0.55)")
+    ov = alternating.get("openvino-fp32", {})
+    print(f"  OpenVINO FP32 achieved / OpenVINO FP32 peak:        {ov.get('fraction', ov.get('error', 'n/a'))}  (target >= 0.85; "
+          f"alternating in one process; the report's, from separate processes: "
+          f"{rows.get('openvino-fp32', {}).get('fraction_of_peak', 'n/a')})")
+    print(f"  TFLite INT8 / TFLite FP32 latency:                  {ratio('tflite-int8', 'tflite-fp32', p50)}  (target <= 0.7)")
+    for label, found in alternating.items():
+        print(f"  {label} / its runtime's FP32 peak, medians of 7 runs alternating with 21 of the peak "
+              f"convolution in one process: {found}")
 
     sample = Path(report["inputs"][args.size]["sample"])
     if not sample.exists():

@@ -40,16 +40,18 @@ class OnnxRuntimeRunner(ChannelsFirstRunner):
         self.session = session
         self.input_name = session.get_inputs()[0].name
         self.output_name = session.get_outputs()[0].name
-        self.binding = session.io_binding()
         self.outputs = OutputBuffers()
 
     def run(self, packed: np.ndarray) -> np.ndarray:
         packed = np.ascontiguousarray(packed, np.float32)
         n, _, h, w = packed.shape
         out, _ = self.outputs.take((n, 192, 2 * h, 2 * w))
-        self.binding.bind_cpu_input(self.input_name, packed)
-        self.binding.bind_output(self.output_name, "cpu", 0, np.float32, out.shape, out.ctypes.data)
-        self.session.run_with_iobinding(self.binding)
+        # Bound by address for this call only: bind_cpu_input would keep the input alive afterwards,
+        # and a binding per call keeps concurrent calls apart.
+        binding = self.session.io_binding()
+        binding.bind_input(self.input_name, "cpu", 0, np.float32, packed.shape, packed.ctypes.data)
+        binding.bind_output(self.output_name, "cpu", 0, np.float32, out.shape, out.ctypes.data)
+        self.session.run_with_iobinding(binding)
         return out
 
 

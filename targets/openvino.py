@@ -38,14 +38,26 @@ class OpenVinoRunner(ChannelsFirstRunner):
     def __init__(self, compiled):
         import openvino as ov
 
-        self.request = compiled.create_infer_request()
+        self.ov, self.request = ov, compiled.create_infer_request()
         self.output_shape = tuple(compiled.output(0).shape)
         self.outputs = OutputBuffers(lambda array: ov.Tensor(array, shared_memory=True))
+        # Set in place of a shared input after each call, so the request never keeps the caller's
+        # input alive; its pages are never written, so it takes no resident memory.
+        port = compiled.input(0)
+        self._idle_input = ov.Tensor(port.get_element_type(), port.shape) if port.get_partial_shape().is_static else None
 
     def run(self, packed: np.ndarray) -> np.ndarray:
         out, tensor = self.outputs.take(self.output_shape)
         self.request.set_output_tensor(tensor)
-        self.request.infer([np.ascontiguousarray(packed, np.float32)], share_inputs=True)
+        # The input is set as a tensor sharing its memory (infer(inputs) would keep a reference to
+        # it in the request) and swapped out afterwards; share_outputs: no numpy copy of the output
+        # made, and thrown away, on the way back.
+        self.request.set_input_tensor(self.ov.Tensor(np.ascontiguousarray(packed, np.float32), shared_memory=True))
+        try:
+            self.request.infer(share_outputs=True)
+        finally:
+            if self._idle_input is not None:
+                self.request.set_input_tensor(self._idle_input)
         return out
 
 

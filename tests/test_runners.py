@@ -1,6 +1,7 @@
 """Runners hand out their output buffers again only once the caller has let go of them."""
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,9 @@ def test_every_runner_keeps_results_the_caller_holds(small_artifacts):
         del out_a, out_b
         again = runner.run_native(b)
         assert again.ctypes.data == address and np.array_equal(again, expected_b), label
+        gone = weakref.ref(b)
+        del b
+        assert gone() is None, f"{label} keeps its last input alive"  # 48 MB at full size
 
 
 def test_enhancer_reuses_a_dropped_image_and_keeps_a_held_one(dark_dng):
@@ -82,3 +86,14 @@ def test_enhancer_reuses_a_dropped_image_and_keeps_a_held_one(dark_dng):
     del second
     again = enhancer.enhance(darker, bits=8).image
     assert again.ctypes.data == address and np.array_equal(again, expected)
+
+
+def test_a_free_buffer_of_another_shape_is_let_go_before_a_new_one_is_made():
+    buffers = OutputBuffers()
+    small, _ = buffers.take((4, 4))
+    gone = weakref.ref(small)
+    del small
+    seen = []
+    buffers._new = lambda shape, dtype: (seen.append(gone() is None), OutputBuffers._new(buffers, shape, dtype))[1]
+    buffers.take((8, 8))
+    assert seen == [True]  # freed before the new one was allocated: never two photo-sized buffers for one

@@ -13,6 +13,7 @@ import ctypes
 import ctypes.util
 import functools
 import sys
+import threading
 from typing import Any, Callable
 
 import numpy as np
@@ -49,6 +50,7 @@ class OutputBuffers:
 
     def __init__(self, wrap: Callable[[np.ndarray], Any] | None = None, slots: int = 2):
         self._wrap, self._slots, self._kept = wrap, slots, []  # [(array, handle, references when idle)]
+        self._lock = threading.Lock()
 
     @staticmethod
     def _references(entry: tuple) -> int:
@@ -57,14 +59,19 @@ class OutputBuffers:
     def take(self, shape: tuple[int, ...], dtype=np.float32) -> tuple[np.ndarray, Any]:
         """A writable array of `shape` nobody else holds, and its runtime handle (None without `wrap`)."""
         shape, dtype = tuple(int(n) for n in shape), np.dtype(dtype)
-        for entry in self._kept:
-            if entry[0].shape == shape and entry[0].dtype == dtype and self._references(entry) <= entry[2]:
-                return entry[0], entry[1]
-        entry = self._new(shape, dtype)
-        idle = self._references(entry)  # measured before building the kept tuple (its unpacking holds one more)
-        entry = (*entry, idle)
-        self._kept = [entry, *self._kept][: self._slots]
-        return entry[0], entry[1]
+        with self._lock:  # two threads must never be handed the same free buffer
+            idle = [entry for entry in self._kept if self._references(entry) <= entry[2]]
+            match = next((entry for entry in idle if entry[0].shape == shape and entry[0].dtype == dtype), None)
+            if match is not None:
+                return match[0], match[1]
+            # a free buffer of another shape or type is let go before the new one is made, not kept beside it
+            self._kept = [entry for entry in self._kept if all(entry is not free for free in idle)]
+            idle = None
+            entry = self._new(shape, dtype)
+            references = self._references(entry)  # measured before building the kept tuple (its unpacking holds one more)
+            entry = (*entry, references)
+            self._kept = [entry, *self._kept][: self._slots]
+            return entry[0], entry[1]
 
     def _new(self, shape: tuple[int, ...], dtype: np.dtype) -> tuple:
         array = np.empty(shape, dtype)

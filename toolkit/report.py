@@ -25,6 +25,11 @@ SID_LABEL = "sid-unet-fp32"
 SID_PAPER_CLAIMS = {"fewer_parameters": [2.0, 7.0], "less_memory": [2.0, 3.0], "faster": [5.0, 20.0]}
 
 
+def _significant(value: float, digits: int = 4) -> float:
+    """Rounded to significant digits, not decimals: a tiny test image's GMAC/s is a small number."""
+    return float(f"{value:.{digits}g}")
+
+
 def _mean(values: list[float]) -> float:
     return float(np.mean(values))
 
@@ -77,7 +82,7 @@ def aggregate(label: str, size: tuple[int, int], results: list[dict]) -> dict:
         "first_ms": float(np.median([r["first_ms"] for r in ok])),
         "latency_ms": latency,
         "throughput_mp_s": size[0] * size[1] / 1e6 / (median_p50 / 1e3),
-        "gmac_per_s": round(macs * size[0] * size[1] / 1e9 / (median_p50 / 1e3), 2) if macs else None,
+        "gmac_per_s": _significant(macs * size[0] * size[1] / 1e9 / (median_p50 / 1e3)) if macs else None,
         "baseline_rss_mb": float(np.median([r["baseline_rss_mb"] for r in ok])),
         "peak_rss_mb": max(r["peak_rss_mb"] for r in ok),
         "peak_rss_above_baseline_mb": max(r["peak_rss_above_baseline_mb"] for r in ok),
@@ -180,7 +185,7 @@ def build_report(specs, measured: dict, failures: list[dict], inputs: dict, opti
         # too (a best run against a median one would charge the machine's noise to the model).
         peak = (peaks or {}).get(runtime, {}).get("median_gmac_per_s")
         if peak and row.get("gmac_per_s") and row.get("precision") == "fp32":  # an FP32 peak says nothing of INT8 kernels
-            row["fraction_of_peak"] = round(row["gmac_per_s"] / peak, 4)
+            row["fraction_of_peak"] = _significant(row["gmac_per_s"] / peak)
     sizes = {f"{h}x{w}": {k: v for k, v in info.items() if k != "folder"} for (h, w), info in inputs.items()}
     return {
         "schema": REPORT_SCHEMA,

@@ -218,6 +218,8 @@ def new_image(size: tuple[int, int], bits: int | None, buffers: OutputBuffers | 
     """An uninitialised H x W x 3 image for `bits` (None: float32), from `buffers` when given."""
     shape, dtype = (int(size[0]), int(size[1]), 3), OUTPUT_DTYPES[bits]
     return buffers.take(shape, dtype)[0] if buffers is not None else np.empty(shape, dtype)
+
+
 _ROWS_PER_STEP = 64  # output rows gathered at a time: a few MB, so no photo-sized temporary is ever made
 
 

@@ -77,7 +77,7 @@ def aggregate(label: str, size: tuple[int, int], results: list[dict]) -> dict:
         "parity": first.get("parity"),
         "params": first["params"],
         "file_bytes": first["file_bytes"],
-        "gmacs": float(f"{macs * size[0] * size[1] / 1e9:.6g}") if macs else None,
+        "gmacs": _significant(macs * size[0] * size[1] / 1e9, 6) if macs else None,
         "load_ms": float(np.median([r["load_ms"] for r in ok])),
         "first_ms": float(np.median([r["first_ms"] for r in ok])),
         "latency_ms": latency,
@@ -105,7 +105,7 @@ def ratios_against(row: dict, reference: dict | None) -> dict | None:
         return None
 
     def ratio(a, b):
-        return float(f"{a / b:.5g}") if a is not None and b else None
+        return _significant(a / b, 5) if a is not None and b else None
 
     pre_post = ("preprocess", "inference", "postprocess")
     return {

@@ -20,8 +20,8 @@ sys.path.insert(0, str(ROOT))
 ENHANCE = r"""
 import json, statistics, sys, time
 from pathlib import Path
-from toolkit.enhance import Enhancer
-from toolkit.raw import read_mosaic
+from toolkit.deploy.enhance import Enhancer
+from toolkit.camera.raw import read_mosaic
 
 source, budget, modes = sys.argv[1], float(sys.argv[2]), sys.argv[3].split(",")
 def status_mb(field):
@@ -50,8 +50,8 @@ EFFICIENCY = r"""
 import json, statistics, sys, time
 import numpy as np
 from targets import get_target
-from toolkit.artifact import read_manifest
-from toolkit.peak import conv_gmac, peak_runner
+from toolkit.deploy.artifact import read_manifest
+from toolkit.bench.peak import conv_gmac, peak_runner
 
 folder, threads = sys.argv[1], int(sys.argv[2])
 manifest = read_manifest(folder)
@@ -99,8 +99,8 @@ def main() -> int:
     parser.add_argument("--report", help="reuse a profile report made with --peak instead of profiling again")
     args = parser.parse_args()
 
-    from toolkit.profile import profile
-    from toolkit.report import read_report
+    from toolkit.bench.profile import profile
+    from toolkit.bench.report import read_report
 
     if args.report:
         report = read_report(args.report)

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from toolkit.bayer import pack_network_input, to_network_grid
+from toolkit.camera.bayer import pack_network_input, to_network_grid
 from toolkit.errors import InputError, UserError
 
 if TYPE_CHECKING:
-    from toolkit.raw import Mosaic
+    from toolkit.camera.raw import Mosaic
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class CalibrationSet:
 
 def synthetic_calibration(count: int = DEFAULT_COUNT, crop: int = DEFAULT_CROP, seed: int = CALIBRATION_SEED) -> CalibrationSet:
     """Dark RAW crops synthesised from the training sources at their true ratio."""
-    from toolkit.dataset import TrainingSampler
+    from toolkit.data.dataset import TrainingSampler
 
     sampler = TrainingSampler(seed=seed, crop=crop, pool_size=max(4, count // 4))
     inputs = []
@@ -52,7 +52,7 @@ def raw_folder_calibration(
     folder: str | Path, gain: Callable[[Mosaic], float], count: int = DEFAULT_COUNT, crop: int = DEFAULT_CROP
 ) -> CalibrationSet:
     """Centre crops of the user's RAW files (sorted by name); `gain` maps a mosaic to its gain."""
-    from toolkit.raw import read_mosaic
+    from toolkit.camera.raw import read_mosaic
 
     root = Path(folder)
     if not root.is_dir():

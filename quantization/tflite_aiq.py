@@ -20,7 +20,7 @@ def quantize(body, calibration, size: tuple[int, int], out_dir: Path, merge: str
     from ai_edge_quantizer.utils import qsv_utils
 
     from targets.tflite import LAYOUT, convert, interpreter
-    from toolkit.bayer import to_layout
+    from toolkit.camera.bayer import to_layout
 
     update = qsv_utils.min_max_update if merge == "min_max" else qsv_utils.moving_average_update
     with tempfile.TemporaryDirectory() as tmp:

@@ -80,9 +80,10 @@ class Target:
         """The module implementing `build(...)` and `load(...)` for this target."""
         return importlib.import_module(f"targets.{self.name}")
 
-    def build(self, body, size: tuple[int, int], precision: str, out_dir: Path, **options) -> list[str]:
-        """Convert the packed body (a torch module) into files in `out_dir`; returns their names."""
-        return self.backend().build(body, size, precision, out_dir, **options)
+    def build(self, body, size: tuple[int, int], out_dir: Path) -> list[str]:
+        """Convert the packed body (a torch module) into FP32 files in `out_dir`; returns their names.
+        INT8 files come from `quantization.quantize`, which sits above the targets and uses them."""
+        return self.backend().build(body, size, out_dir)
 
     def load(self, artifact_dir: str | os.PathLike, manifest: dict, threads: int | None = None) -> Runner:
         self.check_runtime(f"running a {self.name} artifact")

@@ -23,11 +23,8 @@ def export_onnx(body, shape: tuple[int, ...], path: Path, dynamic_size: bool = F
                           opset_version=OPSET, dynamo=False, dynamic_axes=axes)
 
 
-def build(body, size: tuple[int, int], precision: str, out_dir: Path, calibration=None, remedy=None) -> list[str]:
-    if precision == "int8":
-        from quantization import quantize
-
-        return quantize(body, calibration, "onnxruntime", size, out_dir, remedy)
+def build(body, size: tuple[int, int], out_dir: Path) -> list[str]:
+    """The FP32 artifact (INT8 is `quantization.quantize`, which converts through this module)."""
     export_onnx(body, (1, 256, size[0] // 16, size[1] // 16), out_dir / MODEL_FILE)
     return [MODEL_FILE]
 

@@ -14,11 +14,8 @@ MODEL_FILE, WEIGHTS_FILE = "model.xml", "model.bin"
 os.environ.setdefault("OPENVINO_TELEMETRY_DISABLE", "1")
 
 
-def build(body, size: tuple[int, int], precision: str, out_dir: Path, calibration=None, remedy=None) -> list[str]:
-    if precision == "int8":
-        from quantization import quantize
-
-        return quantize(body, calibration, "openvino", size, out_dir, remedy)
+def build(body, size: tuple[int, int], out_dir: Path) -> list[str]:
+    """The FP32 artifact (INT8 is `quantization.quantize`, which converts through this module)."""
     import openvino as ov
     import torch
 

@@ -29,11 +29,8 @@ def convert(body, shape: tuple[int, ...], path: Path) -> None:
         litert_torch.convert(channels_last, (torch.zeros(n, h, w, c),)).export(str(path))
 
 
-def build(body, size: tuple[int, int], precision: str, out_dir: Path, calibration=None, remedy=None) -> list[str]:
-    if precision == "int8":
-        from quantization import quantize
-
-        return quantize(body, calibration, "tflite", size, out_dir, remedy)
+def build(body, size: tuple[int, int], out_dir: Path) -> list[str]:
+    """The FP32 artifact (INT8 is `quantization.quantize`, which converts through this module)."""
     convert(body, (1, 256, size[0] // 16, size[1] // 16), out_dir / MODEL_FILE)
     return [MODEL_FILE]
 
@@ -84,7 +81,7 @@ class TfliteRunner:
         return {"interpreter": type(self.interp).__module__.split(".")[0], "xnnpack": xnnpack_applied(self.interp)}
 
     def run(self, packed: np.ndarray) -> np.ndarray:
-        from toolkit.bayer import run_in_layout
+        from toolkit.camera.bayer import run_in_layout
 
         return run_in_layout(self.run_native, packed, self.layout)
 

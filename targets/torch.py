@@ -14,8 +14,8 @@ from .base import ChannelsFirstRunner
 MODEL_FILE = "model.pt"
 
 
-def build(body, size: tuple[int, int], precision: str, out_dir: Path, calibration=None, remedy=None) -> list[str]:
-    from toolkit.checkpoint import save_checkpoint
+def build(body, size: tuple[int, int], out_dir: Path) -> list[str]:
+    from toolkit.model.checkpoint import save_checkpoint
 
     save_checkpoint(body.model, out_dir / MODEL_FILE)
     return [MODEL_FILE]
@@ -31,7 +31,7 @@ class TorchRunner(ChannelsFirstRunner):
         with self.torch.inference_mode():
             return self.model.packed_body(self.torch.from_numpy(packed), lean=True).numpy()
 
-    # The two stages on their own, for tiled inference in strips (toolkit.tiling.run_strips).
+    # The two stages on their own, for tiled inference in strips (toolkit.deploy.tiling.run_strips).
     def run_trunk_by_rows(self, packed_rows, height: int, step: int) -> np.ndarray:
         """The trunk's output [1, 64, h, w] for the whole photo, from packed input rows read on demand."""
         torch = self.torch
@@ -46,7 +46,7 @@ class TorchRunner(ChannelsFirstRunner):
 def load(artifact_dir: Path, manifest: dict, threads: int | None) -> TorchRunner:
     import torch
 
-    from toolkit.checkpoint import load_model
+    from toolkit.model.checkpoint import load_model
 
     if threads:
         torch.set_num_threads(int(threads))

@@ -47,8 +47,8 @@ def random_official_state(variant: str, seed: int = 0) -> dict:
 @pytest.fixture
 def dark_dng(tmp_path):
     """Factory: write a small synthetic dark DNG with a given pattern and size; returns its path."""
-    from toolkit.dng import write_dng
-    from toolkit.synth import dead_leaves, make_dark_pair
+    from toolkit.camera.dng import write_dng
+    from toolkit.data.synth import dead_leaves, make_dark_pair
 
     def make(pattern: str = "RGGB", height: int = 67, width: int = 93, seed: int = 0, black=512):
         rng = np.random.default_rng(seed)
@@ -66,7 +66,7 @@ def rpi_bundle(tmp_path_factory):
     """One Raspberry Pi 5 bundle (TFLite FP32 + INT8 at 64x96, with the x86 report) for every test that needs one."""
     for module in ("torch", "ai_edge_litert", "litert_torch"):
         pytest.importorskip(module)
-    from toolkit.bundle import build_bundle
+    from toolkit.bench.bundle_builder import build_bundle
 
     root = tmp_path_factory.mktemp("bundle")
     return build_bundle("rpi5", root / "bundle-rpi5", ["fp32", "int8"], "64x96", root / "artifacts", show_progress=False)
@@ -94,7 +94,7 @@ def small_artifacts(tmp_path_factory) -> dict:
     tests that only read artifacts: {(target, precision): manifest with 'path'}. INT8 builds that miss
     the bar are kept (marked): accuracy is test_export's business."""
     pytest.importorskip("torch")
-    from toolkit.export import export
+    from toolkit.deploy.export import export
 
     root = tmp_path_factory.mktemp("small-artifacts")
     return {(target, precision): export(target, precision, SMALL_SIZE, root / f"{target}-{precision}", allow_degraded=precision == "int8")
@@ -104,7 +104,7 @@ def small_artifacts(tmp_path_factory) -> dict:
 @pytest.fixture(scope="session")
 def small_packed_inputs(tmp_path_factory) -> Path:
     """The export's held-out validation inputs at 64x96 (packed, true-ratio gain), stacked into one .npy."""
-    from toolkit.export import validation_inputs
+    from toolkit.deploy.export import validation_inputs
 
     path = tmp_path_factory.mktemp("small-inputs") / "packed.npy"
     np.save(path, np.concatenate([packed for _, packed, _, _ in validation_inputs(SMALL_SIZE)]))

@@ -20,7 +20,7 @@ BOARDS = [("cortex-a72", "ai-edge-litert", True), ("cortex-a76", "ai-edge-litert
 
 @pytest.fixture(scope="module")
 def arm_envs():
-    from toolkit.emulation import ensure_arm_environment
+    from toolkit.bench.emulation import ensure_arm_environment
     from toolkit.errors import UserError
 
     try:

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import needs_torch
-from toolkit.bayer import (
+from toolkit.camera.bayer import (
     HISTOGRAM_EDGES, PATTERNS, exposure_histogram, pack_rggb, plan_placement, to_network_grid, unpack_rggb, unpack_rgb,
 )
 
@@ -90,7 +90,7 @@ def test_histogram_edges_and_counts():
 @settings(max_examples=25, deadline=None)
 def test_torch_pack_and_histogram_match_numpy(seed, scale):
     import torch
-    from toolkit.model import HistogramAmplifier, pack, unpack
+    from toolkit.model.llpacknet import HistogramAmplifier, pack, unpack
 
     data = (np.random.default_rng(seed).random((1, 1, 32, 64)) * scale).astype(np.float32)
     data[0, 0, 0, :4] = [0.0, 1.0, HISTOGRAM_EDGES[5], HISTOGRAM_EDGES[40]]  # values on bin edges

@@ -138,7 +138,7 @@ def test_a_truncated_archive_is_refused(rpi_bundle, tmp_path):
 
 @needs_torch
 def test_bundle_never_replaces_a_folder_that_is_not_a_bundle(tmp_path):
-    from toolkit.bundle import build_bundle
+    from toolkit.bench.bundle_builder import build_bundle
     from toolkit.errors import UserError
 
     precious = tmp_path / "Documents"

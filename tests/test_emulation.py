@@ -1,4 +1,4 @@
-"""The light device runtime runs as real aarch64 code under qemu user-mode emulation (toolkit.emulation).
+"""The light device runtime runs as real aarch64 code under qemu user-mode emulation (toolkit.bench.emulation).
 
 A module fixture builds (or reuses from the cache) Debian bookworm's arm64 Python 3.11 and the
 aarch64 wheels of each TFLite runtime; every test skips, with the reason, where emulation cannot
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from targets.tflite import xnnpack_applied
-from toolkit.emulation import CPUS, EmulatedCommandFailed, add_emulate_arguments, ensure_arm_environment, render_emulate, run_emulate
+from toolkit.bench.emulation import CPUS, EmulatedCommandFailed, add_emulate_arguments, ensure_arm_environment, render_emulate, run_emulate
 from toolkit.errors import UserError
 
 SIZE = (64, 96)
@@ -36,8 +36,8 @@ try:
 except ImportError as exc:
     torch_error = type(exc).__name__
 import toolkit, targets
-from toolkit.artifact import read_manifest
-from toolkit.machine import describe_machine
+from toolkit.deploy.artifact import read_manifest
+from toolkit.bench.machine import describe_machine
 worker = subprocess.run(json.loads(os.environ['LLPACK_WORKER_PYTHON']) + ['-c', 'import platform; print(platform.machine())'],
                         capture_output=True, text=True, timeout=120)
 print(json.dumps({
@@ -54,7 +54,7 @@ RUNNER = """
 import json, sys
 import numpy as np
 from targets.tflite import xnnpack_applied
-from toolkit.enhance import ArtifactBackend
+from toolkit.deploy.enhance import ArtifactBackend
 
 folder, inputs, output = sys.argv[1:4]
 backend = ArtifactBackend(folder)
@@ -99,7 +99,7 @@ def test_emulated_device_runtime_is_aarch64_without_torch(arm, cpu, runtime, tmp
     assert info["numpy"].startswith("1." if runtime == "tflite-runtime" else "2.")
     assert info["torch_error"] in ("ModuleNotFoundError", "ImportError")
     assert info["toolkit_file"].startswith(str(Path(__file__).resolve().parents[1]))
-    assert info["read_manifest"] == "toolkit.artifact"
+    assert info["read_manifest"] == "toolkit.deploy.artifact"
     assert info["runtimes"] == [RUNTIME_MODULE[runtime]]
     assert info["site_packages_on_path"] == []  # nothing of the host's Python leaks in
     assert info["worker_machine"] == "aarch64"  # LLPACK_WORKER_PYTHON starts workers through qemu too
@@ -116,7 +116,7 @@ def artifacts(small_tflite_artifacts) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def x86_outputs(artifacts, small_packed_inputs) -> dict[str, np.ndarray]:
-    from toolkit.enhance import ArtifactBackend
+    from toolkit.deploy.enhance import ArtifactBackend
 
     packed = np.load(small_packed_inputs)
     outputs = {}
@@ -139,7 +139,7 @@ def test_xnnpack_applied_sees_a_graph_without_the_delegate(artifacts):
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 @pytest.mark.parametrize("cpu, runtime", COMBOS)
 def test_artifact_under_emulation_matches_x86(arm, artifacts, small_packed_inputs, x86_outputs, cpu, runtime, precision, tmp_path):
-    from toolkit.artifact import read_manifest
+    from toolkit.deploy.artifact import read_manifest
 
     env = arm(runtime)
     out = tmp_path / "arm_out.npy"
@@ -189,8 +189,8 @@ def test_llpack_emulate_enhances_a_dng_like_x86(arm, artifacts, tmp_path, capfd)
     import tifffile
 
     from toolkit.cli import main
-    from toolkit.dng import write_dng
-    from toolkit.synth import sample_scene
+    from toolkit.camera.dng import write_dng
+    from toolkit.data.synth import sample_scene
 
     arm("ai-edge-litert")
     pair = sample_scene(7, size=SIZE, ratio=100.0)

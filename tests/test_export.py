@@ -32,7 +32,7 @@ def _skip_without(target: str) -> None:
 def artifacts(tmp_path_factory):
     """Export every available target once for this module."""
     pytest.importorskip("torch")
-    from toolkit.export import export
+    from toolkit.deploy.export import export
 
     root = tmp_path_factory.mktemp("artifacts")
     built = {}
@@ -76,7 +76,7 @@ def test_fp32_artifact_matches_pytorch_and_describes_itself(artifacts, target):
 @pytest.mark.parametrize("target", TARGETS)
 def test_artifact_runs_without_torch_and_matches_the_reference(artifacts, target, tmp_path, dark_dng):
     _skip_without(target)
-    from toolkit.enhance import Enhancer
+    from toolkit.deploy.enhance import Enhancer
     from toolkit.fileio import read_png
 
     src = dark_dng("BGGR", 61, 90)
@@ -104,8 +104,8 @@ def test_automatic_gain_from_the_manifest_matches_pytorch(artifacts):
         pytest.skip("no runtime installed")
     import torch
 
-    from toolkit.artifact import automatic_gain, read_manifest
-    from toolkit.checkpoint import load_model
+    from toolkit.deploy.artifact import automatic_gain, read_manifest
+    from toolkit.model.checkpoint import load_model
 
     manifest = read_manifest(next(iter(artifacts.values()))["path"])
     model = load_model(None)
@@ -119,7 +119,7 @@ def test_automatic_gain_from_the_manifest_matches_pytorch(artifacts):
 def test_tampered_artifacts_are_refused(artifacts, tmp_path):
     if not artifacts:
         pytest.skip("no runtime installed")
-    from toolkit.artifact import ArtifactError, read_manifest
+    from toolkit.deploy.artifact import ArtifactError, read_manifest
 
     source = Path(next(iter(artifacts.values()))["path"])
 
@@ -176,7 +176,7 @@ def test_missing_runtime_names_the_extra(artifacts, target, tmp_path, dark_dng):
 def test_accuracy_gate_and_interrupted_export_leave_no_artifact(tmp_path, monkeypatch):
     pytest.importorskip("onnxruntime")
     from targets import onnxruntime as ort_target
-    from toolkit import export as export_module
+    from toolkit.deploy import export as export_module
     from toolkit.errors import UserError
 
     monkeypatch.setattr(export_module, "FP32_MAX_ABS", -1.0)  # a bar nothing can meet
@@ -197,8 +197,8 @@ def test_accuracy_gate_and_interrupted_export_leave_no_artifact(tmp_path, monkey
 
 @needs_torch
 def test_torch_reference_artifact(tmp_path):
-    from toolkit.artifact import read_manifest
-    from toolkit.export import export
+    from toolkit.deploy.artifact import read_manifest
+    from toolkit.deploy.export import export
 
     manifest = export("torch", "fp32", SIZE, tmp_path / "ref")
     assert manifest["validation"]["max_abs_error"] == 0.0 and manifest["validation"]["psnr_vs_fp32_db"] is None
@@ -221,8 +221,8 @@ def test_int8_meets_the_bar_and_is_small(artifacts, tmp_path, target):
         pytest.importorskip("nncf")
     if target == "tflite":
         pytest.importorskip("ai_edge_quantizer")
-    from toolkit.checkpoint import DEFAULT_CHECKPOINT
-    from toolkit.export import export
+    from toolkit.model.checkpoint import DEFAULT_CHECKPOINT
+    from toolkit.deploy.export import export
 
     if not DEFAULT_CHECKPOINT.exists():
         pytest.skip("INT8 accuracy is only meaningful with the trained default weights")
@@ -290,7 +290,7 @@ def test_int8_gate_refuses_a_broken_quantization(tmp_path, monkeypatch):
     """Calibration ranges 1000x too small clip every activation: each remedy fails, nothing is written."""
     _skip_without("onnxruntime")
     import quantization
-    from toolkit import export as export_module
+    from toolkit.deploy import export as export_module
     from toolkit.errors import UserError
 
     real = quantization.synthetic_calibration
@@ -310,7 +310,7 @@ def test_int8_gate_refuses_a_broken_quantization(tmp_path, monkeypatch):
 def test_export_all_survives_a_crash_a_hang_and_an_exception_and_resumes(tmp_path):
     for module in ("openvino", "litert_torch", "onnx", "onnxruntime", "ai_edge_litert"):
         pytest.importorskip(module)
-    from toolkit.export import export_all
+    from toolkit.deploy.export import export_all
 
     faults = "export:openvino-fp32=crash,export:tflite-fp32=hang,export:onnxruntime-fp32=raise"
     cmd = [sys.executable, "-m", "toolkit.cli", "export", "--all", "--size", "64x96", "--out", str(tmp_path), "--timeout", "90", "--json"]

@@ -32,7 +32,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from toolkit.bayer import PATTERNS
+from toolkit.camera.bayer import PATTERNS
 from toolkit.errors import UserError
 
 DNG_CASES = int(os.environ.get("FUZZ_SCALE", "1")) * 1200
@@ -110,7 +110,7 @@ def _dng_layout(data: bytes) -> dict:
 
 
 def _base_dngs() -> list[tuple[bytes, dict]]:
-    from toolkit.dng import write_dng_bytes
+    from toolkit.camera.dng import write_dng_bytes
 
     rng = np.random.default_rng(7)
     out = []
@@ -156,7 +156,7 @@ def dng_mutations(draw) -> bytes:
 @given(data=dng_mutations())
 @settings(CHECK, max_examples=DNG_CASES)
 def test_mutated_dng_files(scratch, data):
-    from toolkit.raw import read_mosaic
+    from toolkit.camera.raw import read_mosaic
 
     path = scratch / "mutated.dng"
     path.write_bytes(data)
@@ -172,7 +172,7 @@ def test_mutated_dng_files(scratch, data):
        body=(st.binary(max_size=3000) | st.binary(min_size=1, max_size=8).map(lambda b: b * 400)).map(Blob))
 @settings(CHECK, max_examples=BLOB_CASES)
 def test_random_blobs_under_raw_suffixes(scratch, suffix, magic, body):
-    from toolkit.raw import read_mosaic
+    from toolkit.camera.raw import read_mosaic
 
     path = scratch / f"blob{suffix}"
     path.write_bytes(magic + body)
@@ -255,7 +255,7 @@ def npy_files(draw, sentinel: str) -> bytes:
 @given(data=st.data())
 @settings(CHECK, max_examples=NPY_CASES)
 def test_mutated_npy_files_are_refused_without_unpickling(scratch, data):
-    from toolkit.raw import read_mosaic
+    from toolkit.camera.raw import read_mosaic
 
     sentinel = scratch / "unpickled"
     content = data.draw(npy_files(str(sentinel)))
@@ -276,7 +276,7 @@ def artifact(tmp_path_factory):
     pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install '.[onnx]')")
     pytest.importorskip("onnx", reason="onnx is not installed (pip install '.[onnx]')")
     pytest.importorskip("torch", reason="torch is not installed (pip install '.[export]')")
-    from toolkit.export import export
+    from toolkit.deploy.export import export
 
     folder = tmp_path_factory.mktemp("fuzz-artifact") / "onnxruntime-fp32-64x96"
     export("onnxruntime", "fp32", (64, 96), folder)
@@ -445,7 +445,7 @@ def _apply(edits: list, source: Path, folder: Path) -> None:
 @given(data=st.data())
 @settings(CHECK, max_examples=MANIFEST_CASES)
 def test_mutated_manifests_read_manifest(artifact, scratch, data):
-    from toolkit.artifact import read_manifest
+    from toolkit.deploy.artifact import read_manifest
 
     manifest = json.loads((artifact / "manifest.json").read_text())
     edits = data.draw(manifest_edits(manifest))
@@ -464,8 +464,8 @@ def test_mutated_manifests_read_manifest(artifact, scratch, data):
 @given(data=st.data())
 @settings(CHECK, max_examples=BACKEND_CASES)
 def test_mutated_artifacts_artifact_backend(artifact, scratch, data):
-    from toolkit.enhance import ArtifactBackend, Enhancer
-    from toolkit.raw import Mosaic
+    from toolkit.deploy.enhance import ArtifactBackend, Enhancer
+    from toolkit.camera.raw import Mosaic
 
     manifest = json.loads((artifact / "manifest.json").read_text())
     edits = data.draw(manifest_edits(manifest, valid_types=data.draw(st.integers(0, 3)) > 0))

@@ -29,8 +29,8 @@ PATTERNS = ("RGGB", "BGGR", "GRBG", "GBRG")
 
 def write_dark_dngs(folder: Path, count: int, size=SIZE, start: int = 0) -> list[Path]:
     """Small synthetic dark DNGs in the style of the `dark_dng` fixture (dead leaves, x100, A7S II noise)."""
-    from toolkit.dng import write_dng
-    from toolkit.synth import dead_leaves, make_dark_pair
+    from toolkit.camera.dng import write_dng
+    from toolkit.data.synth import dead_leaves, make_dark_pair
 
     paths = []
     for seed in range(start, start + count):
@@ -45,7 +45,7 @@ def write_dark_dngs(folder: Path, count: int, size=SIZE, start: int = 0) -> list
 # The child process: the real CLI, with a hook in enhance_folder that reads /proc/self/status.
 CHILD = textwrap.dedent("""
     import json, sys
-    import toolkit.enhance as enhance
+    import toolkit.deploy.enhance as enhance
     from toolkit.cli import main
 
     def status():
@@ -166,7 +166,7 @@ def test_batch_output_must_be_a_folder(tmp_path, capsys, dark_dng):
 def test_enhance_folder_api_reports_each_file(tmp_path, monkeypatch, caplog):
     import logging
 
-    from toolkit.enhance import Enhancer, enhance_folder
+    from toolkit.deploy.enhance import Enhancer, enhance_folder
 
     logger = logging.getLogger("toolkit")  # undo the CLI's handler (bound to an earlier test's captured stderr)
     monkeypatch.setattr(logger, "handlers", [])

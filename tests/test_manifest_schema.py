@@ -47,8 +47,8 @@ def test_schema_is_valid_2020_12_and_shipped_as_package_data():
 def test_schema_agrees_with_the_toolkit():
     """Constants the schema repeats: the reader's identifiers and required keys, targets, precisions, variants."""
     from targets import TARGETS
-    from toolkit.artifact import REQUIRED, SCHEMA, SCHEMA_VERSION
-    from toolkit.variants import VARIANTS
+    from toolkit.deploy.artifact import REQUIRED, SCHEMA, SCHEMA_VERSION
+    from toolkit.model.variants import VARIANTS
 
     schema = load_schema()
     props = schema["properties"]

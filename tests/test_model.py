@@ -15,7 +15,7 @@ pytestmark = needs_torch
 def reference_forward(state: dict, x, variant: str, ratio: float | None = None):
     """LLPackNet written directly from the published description, with the official keys.
 
-    Independent of toolkit.model: planes by slicing, space-to-depth by reshape, UnPack by the
+    Independent of toolkit.model.llpacknet: planes by slicing, space-to-depth by reshape, UnPack by the
     index formula, the histogram by numpy, weight norm computed here.
     """
     import torch
@@ -72,7 +72,7 @@ def reference_forward(state: dict, x, variant: str, ratio: float | None = None):
 
 def test_parameter_counts_and_output_shape():
     import torch
-    from toolkit.model import count_parameters, create_model, macs_per_pixel
+    from toolkit.model.llpacknet import count_parameters, create_model, macs_per_pixel
 
     paper = create_model("llpacknet-bmvc2020")
     assert count_parameters(paper) == 1_177_409
@@ -86,7 +86,7 @@ def test_parameter_counts_and_output_shape():
 
 
 def test_unknown_variant_suggests_the_closest():
-    from toolkit.model import create_model
+    from toolkit.model.llpacknet import create_model
 
     with pytest.raises(ValueError, match="llpacknet-2022"):
         create_model("llpacknet-202")
@@ -116,7 +116,7 @@ def test_official_checkpoint_loads_and_matches_reference(tmp_path, variant):
 
 def test_checkpoint_roundtrip_through_save(tmp_path):
     import torch
-    from toolkit.checkpoint import load_model, save_checkpoint
+    from toolkit.model.checkpoint import load_model, save_checkpoint
 
     model = load_model(None)
     save_checkpoint(model, tmp_path / "c.pt", note="roundtrip")
@@ -143,7 +143,7 @@ def _save_state(tmp_path, state, name="bad.pth"):
     ],
 )
 def test_checkpoint_that_does_not_fit_is_refused_by_name(tmp_path, mutate, message):
-    from toolkit.checkpoint import load_model
+    from toolkit.model.checkpoint import load_model
     from toolkit.errors import CheckpointError
 
     state = random_official_state("llpacknet-bmvc2020")
@@ -153,7 +153,7 @@ def test_checkpoint_that_does_not_fit_is_refused_by_name(tmp_path, mutate, messa
 
 
 def test_2022_checkpoint_with_missing_half_of_weight_norm(tmp_path):
-    from toolkit.checkpoint import load_model
+    from toolkit.model.checkpoint import load_model
     from toolkit.errors import CheckpointError
 
     state = random_official_state("llpacknet-2022")
@@ -168,7 +168,7 @@ class Payload:
 
 
 def test_pickled_code_is_never_run(tmp_path, monkeypatch):
-    from toolkit.checkpoint import load_model
+    from toolkit.model.checkpoint import load_model
     from toolkit.errors import CheckpointError
 
     marker = tmp_path / "pwned"
@@ -183,7 +183,7 @@ def test_pickled_code_is_never_run(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"PK\x03\x04broken zip"])
 def test_garbage_checkpoint_files_are_refused(tmp_path, content):
-    from toolkit.checkpoint import load_model
+    from toolkit.model.checkpoint import load_model
     from toolkit.errors import CheckpointError
 
     path = tmp_path / "garbage.pt"
@@ -193,7 +193,7 @@ def test_garbage_checkpoint_files_are_refused(tmp_path, content):
 
 
 def test_default_weights_or_untrained_warning(caplog):
-    from toolkit.checkpoint import DEFAULT_CHECKPOINT, load_model
+    from toolkit.model.checkpoint import DEFAULT_CHECKPOINT, load_model
 
     model = load_model(None)
     if DEFAULT_CHECKPOINT.exists():
@@ -206,8 +206,8 @@ def test_default_weights_or_untrained_warning(caplog):
 def test_numpy_pack_body_unpack_equals_the_full_forward():
     """What deployment targets run (the packed body, numpy pre/post) matches the PyTorch forward."""
     import torch
-    from toolkit.bayer import pack_rggb, unpack_rgb
-    from toolkit.model import create_model
+    from toolkit.camera.bayer import pack_rggb, unpack_rgb
+    from toolkit.model.llpacknet import create_model
 
     model = create_model("llpacknet-bmvc2020").eval()
     mosaic = (torch.rand(1, 1, 48, 64) * 0.01).numpy()

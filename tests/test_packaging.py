@@ -31,9 +31,9 @@ def test_layout_exists():
 NO_TORCH = """
 import sys
 sys.modules['torch'] = None  # any 'import torch' now raises ImportError
-import toolkit, toolkit.raw, toolkit.bayer, toolkit.synth, toolkit.dng, toolkit.enhance, toolkit.cli
+import toolkit, toolkit.camera.raw, toolkit.camera.bayer, toolkit.data.synth, toolkit.camera.dng, toolkit.deploy.enhance, toolkit.cli
 import targets, targets.openvino, targets.onnxruntime, quantization, quantization.calibration
-import toolkit.artifact, toolkit.export, toolkit.evaluate, toolkit.dataset
+import toolkit.deploy.artifact, toolkit.deploy.export, toolkit.training.evaluate, toolkit.data.dataset
 assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]
 """
 

@@ -25,8 +25,8 @@ def artifacts(small_artifacts):
 def body_parameters() -> int:
     """The packed body's parameters counted on the PyTorch model itself, amplifier left out."""
     pytest.importorskip("torch")
-    from toolkit.checkpoint import load_model
-    from toolkit.model import PackedBody, count_parameters
+    from toolkit.model.checkpoint import load_model
+    from toolkit.model.llpacknet import PackedBody, count_parameters
 
     model = load_model(None)
     amplifier = count_parameters(model.amplifier) if model.config.amplifier else 0
@@ -39,7 +39,7 @@ def test_artifact_holds_exactly_the_pytorch_body(artifacts, body_parameters, tar
     missing = missing_for_export(target, precision)
     if missing:
         pytest.skip(f"{missing} is not installed")
-    from toolkit.params import count_artifact_parameters
+    from toolkit.bench.params import count_artifact_parameters
 
     manifest = artifacts[target, precision]
     folder = Path(manifest["path"])
@@ -55,7 +55,7 @@ def test_importable_without_runtimes_and_names_the_extra(tmp_path):
         for hidden in ("torch", "openvino", "onnx", "onnxruntime", "ai_edge_litert", "tflite_runtime"):
             sys.modules[hidden] = None
         from toolkit.errors import MissingDependencyError
-        from toolkit.params import count_artifact_parameters
+        from toolkit.bench.params import count_artifact_parameters
         for target, extra in (("torch", "export"), ("openvino", "x86"), ("tflite", "runtime"), ("onnxruntime", "onnx")):
             try:
                 count_artifact_parameters({str(tmp_path)!r}, {{"target": target}})
@@ -70,7 +70,7 @@ def test_importable_without_runtimes_and_names_the_extra(tmp_path):
 
 def test_unknown_target_suggests_the_closest(tmp_path):
     from toolkit.errors import UserError
-    from toolkit.params import count_artifact_parameters
+    from toolkit.bench.params import count_artifact_parameters
 
     with pytest.raises(UserError, match="openvino"):
         count_artifact_parameters(tmp_path, {"target": "openvin"})
@@ -78,8 +78,8 @@ def test_unknown_target_suggests_the_closest(tmp_path):
 
 def test_the_exported_pixel_shuffle_is_data_movement_not_parameters():
     torch = pytest.importorskip("torch")
-    from toolkit.model import DepthToSpaceConv
-    from toolkit.params import is_data_movement
+    from toolkit.model.llpacknet import DepthToSpaceConv
+    from toolkit.bench.params import is_data_movement
 
     one_hot = DepthToSpaceConv(64).weight.numpy()
     assert is_data_movement(one_hot) and is_data_movement((one_hot * 127).astype("int8"))

@@ -43,7 +43,7 @@ def artifacts(small_artifacts):
 
 @pytest.fixture(scope="module")
 def report(artifacts, tmp_path_factory):
-    from toolkit.profile import profile
+    from toolkit.bench.profile import profile
 
     out = tmp_path_factory.mktemp("profile")
     return profile(list(artifacts.values()), runs=3, warmup=1, repeats=2, out=out,
@@ -63,7 +63,7 @@ def test_report_has_every_model_with_the_reference_first_and_matches_its_schema(
 
 @needs_torch
 def test_figures_come_from_the_artifacts_and_ratios_from_the_same_run(report):
-    from toolkit.model import macs_per_pixel
+    from toolkit.model.llpacknet import macs_per_pixel
 
     rows = {r["label"]: r for r in report["results"]}
     reference = rows["torch-fp32"]
@@ -118,7 +118,7 @@ def test_report_files_are_complete(report):
         assert (folder / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert set(report["plots"]) == {"latency.png", "memory.png", "quality_vs_latency.png"}
     assert not list(folder.rglob("*.part"))
-    from toolkit.report import read_report, render_table
+    from toolkit.bench.report import read_report, render_table
 
     table = render_table(read_report(folder))
     assert "openvino-fp32" in table and "vs SID U-Net" in table
@@ -126,7 +126,7 @@ def test_report_files_are_complete(report):
 
 @needs_torch
 def test_a_repeated_run_gives_identical_counts_and_quality(report, artifacts, tmp_path):
-    from toolkit.profile import profile
+    from toolkit.bench.profile import profile
 
     again = profile(list(artifacts.values()), runs=2, warmup=0, repeats=1, out=tmp_path, sid=False, show_progress=False,
                     artifacts_root=Path(report["path"]) / "artifacts")
@@ -199,7 +199,7 @@ def test_report_reader_refuses_foreign_files(tmp_path):
 
 
 def test_aggregate_states_run_to_run_noise_and_keeps_failed_repeats():
-    from toolkit.report import aggregate
+    from toolkit.bench.report import aggregate
 
     def run(p50, ok=True):
         if not ok:
@@ -220,7 +220,7 @@ def test_aggregate_states_run_to_run_noise_and_keeps_failed_repeats():
 
 def test_arm_cpuinfo_and_device_profiles_are_read():
     from profiles import device_names, load_device_profile
-    from toolkit.machine import cpu_description
+    from toolkit.bench.machine import cpu_description
 
     arm = "processor\t: 0\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid asimddp\nCPU part\t: 0xd0b\n"
     assert cpu_description(arm) == {"model": "Cortex-A76", "flags": ["asimd", "asimddp"]}
@@ -232,7 +232,7 @@ def test_arm_cpuinfo_and_device_profiles_are_read():
 
 @needs_torch
 def test_sid_unet_matches_the_published_size_and_compute():
-    from toolkit.sid_unet import create_sid_unet, sid_macs_per_pixel
+    from toolkit.model.sid_unet import create_sid_unet, sid_macs_per_pixel
 
     model = create_sid_unet()
     assert sum(p.numel() for p in model.parameters()) == SID_PARAMETERS  # FACTS.md: 7,760,748

@@ -14,8 +14,8 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from toolkit.artifact import SCHEMA, SCHEMA_VERSION, read_manifest, write_manifest
-from toolkit.bayer import GRID, PATTERNS, pack_rggb, plan_placement, to_network_grid, unpack_rggb, unpack_rgb
+from toolkit.deploy.artifact import SCHEMA, SCHEMA_VERSION, read_manifest, write_manifest
+from toolkit.camera.bayer import GRID, PATTERNS, pack_rggb, plan_placement, to_network_grid, unpack_rggb, unpack_rgb
 from conftest import needs_torch
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -200,7 +200,7 @@ def test_write_then_read_manifest_returns_the_same_content(tmp_path_factory, cas
 @settings(max_examples=60, deadline=None)
 @given(st.integers(0, 2**31 - 1), st.integers(1, 5000), st.floats(0.0, 1.3))
 def test_fast_histogram_equals_numpy(seed, size, top):
-    from toolkit.bayer import HISTOGRAM_EDGES, histogram_counts
+    from toolkit.camera.bayer import HISTOGRAM_EDGES, histogram_counts
 
     rng = np.random.default_rng(seed)
     x = (rng.random(size) * top).astype(np.float32)
@@ -212,7 +212,7 @@ def test_fast_histogram_equals_numpy(seed, size, top):
 @settings(max_examples=40, deadline=None)
 @given(st.integers(1, 6), st.integers(1, 6), st.integers(0, 2**31 - 1))
 def test_fused_pack_equals_pack_times_gain(h, w, seed):
-    from toolkit.bayer import pack_network_input, pack_rggb
+    from toolkit.camera.bayer import pack_network_input, pack_rggb
 
     mosaic = np.random.default_rng(seed).random((16 * h, 16 * w), dtype=np.float32)
     expected = pack_rggb(mosaic)[None] * np.float32(123.4)
@@ -222,7 +222,7 @@ def test_fused_pack_equals_pack_times_gain(h, w, seed):
 @settings(max_examples=40, deadline=None)
 @given(st.integers(1, 5), st.integers(1, 5), st.integers(0, 1), st.integers(0, 1), st.integers(0, 2**31 - 1))
 def test_fused_unpack_crop_clip_equals_the_composition(h, w, top, left, seed):
-    from toolkit.bayer import Placement, features_to_image, unpack_rgb
+    from toolkit.camera.bayer import Placement, features_to_image, unpack_rgb
 
     rng = np.random.default_rng(seed)
     features = (rng.random((192, 2 * h, 2 * w), dtype=np.float32) * 1.6 - 0.3)
@@ -235,7 +235,7 @@ def test_fused_unpack_crop_clip_equals_the_composition(h, w, top, left, seed):
 @given(st.integers(1, 4), st.integers(1, 4), st.sampled_from(PATTERNS), st.integers(0, 2**31 - 1), st.booleans())
 def test_pack_window_reads_the_padded_grid_from_the_unpadded_mosaic(h, w, pattern, seed, static):
     """Any window of `pack_window` equals the same cells of Pack(to_network_grid(...)), the padding included."""
-    from toolkit.bayer import pack_network_input, pack_window
+    from toolkit.camera.bayer import pack_network_input, pack_window
 
     rng = np.random.default_rng(seed)
     height, width = int(rng.integers(32, 16 * h + 32)), int(rng.integers(32, 16 * w + 32))
@@ -260,7 +260,7 @@ def test_pack_window_reads_the_padded_grid_from_the_unpadded_mosaic(h, w, patter
 def test_unpack_into_places_rounds_and_crops_like_the_float_image(h, w, y, x, bits, seed):
     """A piece's features written at any offset (off the image edges too) give the rounded float image's
     pixels there, from channels-first and channels-last features alike."""
-    from toolkit.bayer import features_to_image, unpack_into
+    from toolkit.camera.bayer import features_to_image, unpack_into
     from toolkit.fileio import to_integer_image
 
     rng = np.random.default_rng(seed)
@@ -278,7 +278,7 @@ def test_unpack_into_places_rounds_and_crops_like_the_float_image(h, w, y, x, bi
 
 
 def test_histogram_of_signed_zero_nan_and_negatives_follows_numpy():
-    from toolkit.bayer import HISTOGRAM_EDGES, histogram_counts
+    from toolkit.camera.bayer import HISTOGRAM_EDGES, histogram_counts
 
     x = np.array([-0.0, 0.0, -1e-40, -1e-3, np.nan, np.inf, 1.0, 1.0000001, 0.5, 3e-4, 3.7e-4], np.float32)
     x = np.tile(x, 1000)
@@ -289,7 +289,7 @@ def test_histogram_of_signed_zero_nan_and_negatives_follows_numpy():
 def test_lean_dense_blocks_give_the_same_numbers():
     import torch
 
-    from toolkit.model import create_model
+    from toolkit.model.llpacknet import create_model
 
     torch.manual_seed(3)
     model = create_model().eval()

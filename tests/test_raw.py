@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from toolkit.bayer import PATTERNS
-from toolkit.dng import write_dng
+from toolkit.camera.bayer import PATTERNS
+from toolkit.camera.dng import write_dng
 from toolkit.errors import InputError
-from toolkit.raw import read_mosaic
+from toolkit.camera.raw import read_mosaic
 
 
 @pytest.mark.parametrize("pattern", PATTERNS)
@@ -31,8 +31,8 @@ def test_dng_roundtrip_levels_and_pattern(tmp_path, pattern):
 def test_camera_raw_levels_are_counted_while_reading(tmp_path, shape):
     """The lookup-table normalisation gives normalise_levels' exact values, and the level counts it
     makes on the way give the amplifier's histogram exactly, without another pass over the photo."""
-    from toolkit.bayer import HISTOGRAM_EDGES
-    from toolkit.raw import normalise_levels
+    from toolkit.camera.bayer import HISTOGRAM_EDGES
+    from toolkit.camera.raw import normalise_levels
 
     rng = np.random.default_rng(2)
     counts = rng.integers(0, 16383, shape).astype(np.uint16)

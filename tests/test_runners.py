@@ -36,7 +36,7 @@ def test_buffers_are_wrapped_once_and_the_handle_does_not_count_as_a_holder():
 
 def _artifact_runners(small_artifacts):
     from targets import get_target
-    from toolkit.artifact import read_manifest
+    from toolkit.deploy.artifact import read_manifest
 
     for (target, precision), manifest in sorted(small_artifacts.items()):
         if target == "torch":
@@ -73,8 +73,8 @@ def test_every_runner_keeps_results_the_caller_holds(small_artifacts):
 
 def test_enhancer_reuses_a_dropped_image_and_keeps_a_held_one(dark_dng):
     pytest.importorskip("torch")
-    from toolkit.enhance import Enhancer
-    from toolkit.raw import read_mosaic
+    from toolkit.deploy.enhance import Enhancer
+    from toolkit.camera.raw import read_mosaic
 
     enhancer = Enhancer(ratio="100")
     dark, darker = read_mosaic(dark_dng("RGGB", 48, 64, seed=1)), read_mosaic(dark_dng("RGGB", 48, 64, seed=2))

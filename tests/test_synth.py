@@ -7,10 +7,10 @@ import logging
 import numpy as np
 import pytest
 
-from toolkit.dataset import EVAL_CROPS_PER_PHOTO, evaluation_scenes, load_photo_dir
+from toolkit.data.dataset import EVAL_CROPS_PER_PHOTO, evaluation_scenes, load_photo_dir
 from toolkit.errors import InputError
-from toolkit.sources import EVAL_PHOTOS, TRAIN_PHOTOS
-from toolkit.synth import A7S2, NoiseParams, UnprocessParams, add_sensor_noise, make_dark_pair, mosaic_rggb, sample_scene, unprocess
+from toolkit.data.sources import EVAL_PHOTOS, TRAIN_PHOTOS
+from toolkit.data.synth import A7S2, NoiseParams, UnprocessParams, add_sensor_noise, make_dark_pair, mosaic_rggb, sample_scene, unprocess
 
 NO_READ = dict(read_scale=1e-9, read_lambda=0.1, row_scale=1e-9)
 
@@ -76,7 +76,7 @@ def test_evaluation_set_is_fixed_and_large_enough():
 
 
 def test_split_keeps_evaluation_photos_out_of_training():
-    from toolkit.dataset import TrainingSampler
+    from toolkit.data.dataset import TrainingSampler
 
     assert not {p.name for p in EVAL_PHOTOS} & {p.name for p in TRAIN_PHOTOS}
     eval_hashes = {p.sha256() for p in EVAL_PHOTOS}

@@ -3,7 +3,7 @@
 tflite-runtime 2.14.0 needs numpy<2, so it cannot live in the main environment. A module fixture
 pip-installs it with numpy 1.x into a cache folder (reused by later runs); each artifact is then
 loaded in a separate interpreter that sees only that folder, the standard library and this
-repository, through the toolkit's own runtime path (`toolkit.enhance.ArtifactBackend`), and its
+repository, through the toolkit's own runtime path (`toolkit.deploy.enhance.ArtifactBackend`), and its
 output is compared with the same artifact run here through ai-edge-litert.
 """
 from __future__ import annotations
@@ -49,7 +49,7 @@ sys.modules['ai_edge_litert'] = None  # must not be reachable anyway: refuse it 
 sys.modules['torch'] = None
 import numpy as np
 import tflite_runtime
-from toolkit.enhance import ArtifactBackend
+from toolkit.deploy.enhance import ArtifactBackend
 
 backend = ArtifactBackend(FOLDER)
 interp = backend.runner.interp
@@ -139,8 +139,8 @@ def artifacts(small_tflite_artifacts) -> dict[str, Path]:
 def test_artifact_runs_on_tflite_runtime_2_14_like_on_ai_edge_litert(
     tflite_runtime_dir, artifacts, small_packed_inputs, precision, tmp_path
 ):
-    from toolkit.artifact import read_manifest
-    from toolkit.enhance import ArtifactBackend
+    from toolkit.deploy.artifact import read_manifest
+    from toolkit.deploy.enhance import ArtifactBackend
 
     folder = artifacts[precision]
     out = tmp_path / "tflite_runtime_out.npy"

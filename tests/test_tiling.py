@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import needs_torch
-from toolkit.tiling import (
+from toolkit.deploy.tiling import (
     DEFAULT_HALO_CELLS, HEAD_HALO_CELLS, TilePlan, choose_plan, estimate_memory_mb, plan_axis, run_windows,
 )
 
@@ -45,8 +45,8 @@ def _local_network(radius: int):
 
 
 def _run_windows(net, packed: np.ndarray, window, halo) -> tuple[np.ndarray, int]:
-    from toolkit.bayer import pack_rggb, pack_window, unpack_rggb  # noqa: F401
-    from toolkit.bayer import Placement
+    from toolkit.camera.bayer import pack_rggb, pack_window, unpack_rggb  # noqa: F401
+    from toolkit.camera.bayer import Placement
 
     _, _, h, w = packed.shape
     out = np.empty((16 * h, 16 * w, 3), np.float32)
@@ -57,7 +57,7 @@ def _run_windows(net, packed: np.ndarray, window, halo) -> tuple[np.ndarray, int
 
 @pytest.mark.parametrize("shape,window", [((40, 61), (30, 30)), ((57, 23), (25, 23)), ((20, 20), (30, 30))])
 def test_tiled_equals_untiled_for_a_network_of_known_reach(shape, window):
-    from toolkit.bayer import features_to_image
+    from toolkit.camera.bayer import features_to_image
 
     rng = np.random.default_rng(0)
     packed = rng.random((1, 256, *shape), dtype=np.float32)
@@ -94,9 +94,9 @@ def test_memory_plan_fits_the_budget_or_refuses_with_the_estimate():
 
 @needs_torch
 def test_tiled_pytorch_matches_the_whole_image_across_seams(tmp_path):
-    from toolkit.enhance import Enhancer
-    from toolkit.raw import Mosaic
-    from toolkit.synth import sample_scene
+    from toolkit.deploy.enhance import Enhancer
+    from toolkit.camera.raw import Mosaic
+    from toolkit.data.synth import sample_scene
 
     pair = sample_scene(7, size=(1024, 1440))
     mosaic = Mosaic(pair.normalised(), "RGGB", np.zeros(4), 1.0, "synthetic")
@@ -122,7 +122,7 @@ def test_tiled_pytorch_matches_the_whole_image_across_seams(tmp_path):
 def test_trunk_by_rows_is_the_trunk(height, step):
     import torch
 
-    from toolkit.model import create_model
+    from toolkit.model.llpacknet import create_model
 
     torch.manual_seed(height)
     model = create_model().eval()
@@ -136,7 +136,7 @@ def test_trunk_by_rows_is_the_trunk(height, step):
 
 
 def test_over_budget_images_are_refused_before_any_work():
-    from toolkit.enhance import Enhancer
+    from toolkit.deploy.enhance import Enhancer
     from toolkit.errors import InputError
 
     enhancer = Enhancer(ratio=100, tile="off", memory_budget_mb=50)
@@ -151,10 +151,10 @@ def test_over_budget_images_are_refused_before_any_work():
 def test_a_static_shape_artifact_tiles_an_image_larger_than_itself(tmp_path, target, runtime):
     """Windows of an NCHW (OpenVINO) and an NHWC (TFLite) artifact give the untiled PyTorch image."""
     pytest.importorskip(runtime)
-    from toolkit.enhance import Enhancer
-    from toolkit.export import export
-    from toolkit.raw import Mosaic
-    from toolkit.synth import sample_scene
+    from toolkit.deploy.enhance import Enhancer
+    from toolkit.deploy.export import export
+    from toolkit.camera.raw import Mosaic
+    from toolkit.data.synth import sample_scene
 
     folder = export(target, "fp32", (640, 640), tmp_path / target)["path"]
     pair = sample_scene(8, size=(1000, 1400))  # not a multiple of 16 either
@@ -169,9 +169,9 @@ def test_a_static_shape_artifact_tiles_an_image_larger_than_itself(tmp_path, tar
 
 @needs_torch
 def test_an_artifact_too_small_to_tile_is_refused_with_the_size_to_export(small_artifacts):
-    from toolkit.enhance import Enhancer
+    from toolkit.deploy.enhance import Enhancer
     from toolkit.errors import InputError
-    from toolkit.raw import Mosaic
+    from toolkit.camera.raw import Mosaic
 
     if ("onnxruntime", "fp32") not in small_artifacts:
         pytest.skip("needs onnxruntime")

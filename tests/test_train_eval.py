@@ -14,7 +14,7 @@ TINY = dict(batch_size=4, crop=64, pool_size=6, amplifier_samples=64, warmup=5, 
 
 
 def test_short_training_lowers_the_loss(tmp_path):
-    from toolkit.train import TrainConfig, train
+    from toolkit.training.trainer import TrainConfig, train
 
     result = train(TrainConfig(steps=60, **TINY), tmp_path, show_progress=False)
     rows = [json.loads(json.dumps(r)) for r in __import__("csv").DictReader(open(tmp_path / "loss.csv"))]
@@ -33,8 +33,8 @@ def test_short_training_lowers_the_loss(tmp_path):
 def test_interrupted_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
     import torch
 
-    from toolkit import dataset
-    from toolkit.train import TrainConfig, train
+    from toolkit.data import dataset
+    from toolkit.training.trainer import TrainConfig, train
 
     cfg = TrainConfig(steps=30, **TINY)
     train(cfg, tmp_path / "straight", show_progress=False)
@@ -60,7 +60,7 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, monkeypatch)
 
 def test_resume_refuses_other_settings(tmp_path):
     from toolkit.errors import UserError
-    from toolkit.train import TrainConfig, train
+    from toolkit.training.trainer import TrainConfig, train
 
     train(TrainConfig(steps=10, **TINY), tmp_path, show_progress=False)
     with pytest.raises(UserError, match="seed"):
@@ -68,7 +68,7 @@ def test_resume_refuses_other_settings(tmp_path):
 
 
 def test_evaluation_end_to_end_on_two_images(tmp_path):
-    from toolkit.evaluate import evaluate
+    from toolkit.training.evaluate import evaluate
 
     report = evaluate(None, "true", tmp_path, limit=2, show_progress=False)
     saved = json.loads((tmp_path / "evaluation.json").read_text())
@@ -81,8 +81,8 @@ def test_evaluation_end_to_end_on_two_images(tmp_path):
 
 
 def test_committed_weights_reproduce_their_recorded_evaluation(tmp_path):
-    from toolkit.checkpoint import DEFAULT_CHECKPOINT, file_sha256
-    from toolkit.evaluate import evaluate
+    from toolkit.model.checkpoint import DEFAULT_CHECKPOINT, file_sha256
+    from toolkit.training.evaluate import evaluate
 
     record_file = DEFAULT_CHECKPOINT.with_suffix(".json")
     if not DEFAULT_CHECKPOINT.exists():

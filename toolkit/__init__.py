@@ -5,8 +5,9 @@ PyTorch is imported only when used.
 """
 from __future__ import annotations
 
+from toolkit.camera.raw import Mosaic, read_mosaic
+
 from .errors import UserError
-from .raw import Mosaic, read_mosaic
 
 __version__ = "0.1.0"
 __all__ = ["Enhancer", "Mosaic", "UserError", "load_model", "read_mosaic", "__version__"]
@@ -14,11 +15,11 @@ __all__ = ["Enhancer", "Mosaic", "UserError", "load_model", "read_mosaic", "__ve
 
 def __getattr__(name: str):
     if name == "load_model":
-        from .checkpoint import load_model
+        from toolkit.model.checkpoint import load_model
 
         return load_model
     if name == "Enhancer":
-        from .enhance import Enhancer
+        from toolkit.deploy.enhance import Enhancer
 
         return Enhancer
     raise AttributeError(f"module 'toolkit' has no attribute '{name}'")

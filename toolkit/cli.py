@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,7 +67,7 @@ def _add_enhance(p: argparse.ArgumentParser) -> None:
 
 
 def _run_enhance(args: argparse.Namespace) -> dict:
-    from .enhance import Enhancer, enhance_folder
+    from toolkit.deploy.enhance import Enhancer, enhance_folder
 
     budget, threads = args.memory_budget, args.threads
     if args.device:
@@ -128,9 +128,9 @@ def _run_info(args: argparse.Namespace) -> dict:
     from .errors import require_torch
 
     require_torch("describing the PyTorch model")
-    from .checkpoint import load_model
-    from .model import count_parameters, macs_per_pixel
-    from .sizes import parse_size
+    from toolkit.camera.sizes import parse_size
+    from toolkit.model.checkpoint import load_model
+    from toolkit.model.llpacknet import count_parameters, macs_per_pixel
 
     height, width = parse_size(args.size)
     model = load_model(args.checkpoint)
@@ -185,7 +185,7 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/train", help="run folder: state, loss log and plot, final checkpoint")
     p.add_argument("--photos", dest="photos_dir", help="folder of extra clean sRGB photos to train on")
     p.add_argument("--no-resume", dest="resume", action="store_false", help="start over even if the folder has a state")
-    from .train_config import TrainConfig
+    from toolkit.training.config import TrainConfig
 
     defaults = {f.name: f.default for f in fields(TrainConfig)}
     for name in ("steps", "batch_size", "crop", "seed", "pool_size", "amplifier_samples", "checkpoint_every"):
@@ -199,14 +199,14 @@ def _add_train(p: argparse.ArgumentParser) -> None:
 def _run_train(args: argparse.Namespace) -> dict:
     from dataclasses import fields
 
-    from .train import train
-    from .train_config import TrainConfig
+    from toolkit.training.config import TrainConfig
+    from toolkit.training.trainer import train
 
     options = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
     cfg = TrainConfig(**options)
     result = train(cfg, args.out, resume=args.resume, show_progress=not args.quiet)
     if args.publish_default:
-        from .train import publish_default_weights
+        from toolkit.training.trainer import publish_default_weights
 
         result["published"] = publish_default_weights(args.out, show_progress=not args.quiet)
     return result
@@ -227,7 +227,7 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> dict:
-    from .evaluate import evaluate
+    from toolkit.training.evaluate import evaluate
 
     return evaluate(args.checkpoint, args.ratio, args.out, args.photos, args.limit, show_progress=not args.quiet)
 
@@ -265,7 +265,7 @@ def _add_export(p: argparse.ArgumentParser) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> dict:
-    from .export import export, export_all
+    from toolkit.deploy.export import export, export_all
 
     if args.all:
         result = export_all(args.size, args.out or "runs/artifacts", args.checkpoint, args.calibration,
@@ -316,7 +316,7 @@ def _add_profile(p: argparse.ArgumentParser) -> None:
 
 
 def _run_profile(args: argparse.Namespace) -> dict:
-    from .profile import profile
+    from toolkit.bench.profile import profile
 
     result = profile(args.artifacts, args.all, args.sizes, args.device, args.threads, args.runs, args.warmup, args.repeats,
                      args.timeout, args.out, args.artifacts_root, args.sid,
@@ -327,7 +327,7 @@ def _run_profile(args: argparse.Namespace) -> dict:
 
 
 def _render_profile(r: dict) -> str:
-    from .report import render_table
+    from toolkit.bench.report import render_table
 
     plots = ", ".join(r.get("plots") or []) or "none (matplotlib not installed)"
     return f"{render_table(r)}\nreport {r['path']}/report.json, report.md; plots: {plots}"
@@ -344,7 +344,7 @@ def _add_pipeline(p: argparse.ArgumentParser) -> None:
 
 
 def _run_pipeline(args: argparse.Namespace) -> dict:
-    from .profile import profile
+    from toolkit.bench.profile import profile
 
     result = profile([], True, [args.size], None, args.threads, args.runs, 1, args.repeats, None, args.out, args.artifacts_root,
                      True, show_progress=not args.quiet)
@@ -361,7 +361,7 @@ def _add_report(p: argparse.ArgumentParser) -> None:
 
 
 def _run_report(args: argparse.Namespace) -> dict:
-    from .report import merge_reports, read_report
+    from toolkit.bench.report import merge_reports, read_report
 
     if args.action == "show":
         if len(args.reports) != 1:
@@ -371,7 +371,7 @@ def _run_report(args: argparse.Namespace) -> dict:
 
 
 def _render_report(r: dict) -> str:
-    from .report import render_merged, render_table
+    from toolkit.bench.report import render_merged, render_table
 
     if r.get("schema") == "llpacknet-edge/merged-report":
         return render_merged(r) + (f"\nwritten to {r['path']}" if r.get("path") else "")
@@ -390,7 +390,7 @@ def _add_bundle(p: argparse.ArgumentParser) -> None:
 
 
 def _run_bundle(args: argparse.Namespace) -> dict:
-    from .bundle import build_bundle
+    from toolkit.bench.bundle_builder import build_bundle
 
     precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
     return build_bundle(args.device, args.out, precisions, args.size, args.artifacts_root, args.checkpoint, args.profile_x86,
@@ -404,19 +404,19 @@ def _render_bundle(r: dict) -> str:
 
 # ---------------------------------------------------------------- emulate
 def _add_emulate(p: argparse.ArgumentParser) -> None:
-    from .emulation import add_emulate_arguments
+    from toolkit.bench.emulation import add_emulate_arguments
 
     add_emulate_arguments(p)
 
 
 def _run_emulate(args: argparse.Namespace) -> dict:
-    from .emulation import run_emulate
+    from toolkit.bench.emulation import run_emulate
 
     return run_emulate(args)
 
 
 def _render_emulate(r: dict) -> str:
-    from .emulation import render_emulate
+    from toolkit.bench.emulation import render_emulate
 
     return render_emulate(r)
 

@@ -4,15 +4,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
+from toolkit.camera.dng import write_dng
+from toolkit.data.metrics import psnr
+from toolkit.data.synth import sample_scene
+from toolkit.deploy.enhance import Enhancer
+from toolkit.training.evaluate import libraw_baseline
 
-from .dng import write_dng
-from .enhance import Enhancer
 from .errors import OutputError
 from .fileio import write_image
-from .metrics import psnr
-from .evaluate import libraw_baseline
-from .synth import sample_scene
 
 log = logging.getLogger(__name__)
 

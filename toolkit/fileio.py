@@ -155,9 +155,9 @@ def to_integer_image(rgb: np.ndarray, bits: int) -> np.ndarray:
         np.rint(block, out=block)
         out[r0:r1] = block
 
-    from .bayer import _in_row_blocks
+    from .parallel import in_row_blocks
 
-    _in_row_blocks(len(rgb), work)
+    in_row_blocks(len(rgb), work)
     return out
 
 

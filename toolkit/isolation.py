@@ -1,7 +1,8 @@
 """Run one unit of work (an export, a model's measurement) in a fresh process with a time limit.
 
 A segfault, an exception or a hang then ends only that process: the caller turns the outcome
-into a row with its reason and goes on with the next one.
+into a row with its reason and goes on with the next one. `inject_fault` lets the tests prove it:
+off unless LLPACK_INJECT_FAULT names a place, e.g. "openvino-int8=crash,export:tflite-fp32=hang".
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ class Outcome:
 def child_env(extra_path: str | None = None) -> dict:
     """This environment, with the toolkit's own source first on the path (an uninstalled checkout works too)."""
     env = dict(os.environ)
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[1]  # the checkout holding toolkit/
     source = str(root) if (root / "pyproject.toml").exists() else None  # an installed wheel is found anyway
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [source, extra_path, env.get("PYTHONPATH")]))
     return env
@@ -65,3 +66,21 @@ def run_isolated(command: list[str], log_path: Path, timeout: float, env: dict |
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     return Outcome(code, time.monotonic() - start)
+
+
+FAULT_ENV = "LLPACK_INJECT_FAULT"
+
+
+def inject_fault(place: str) -> None:
+    """Crash, hang or raise here if LLPACK_INJECT_FAULT asks for `place` (tests only)."""
+    for item in filter(None, os.environ.get(FAULT_ENV, "").split(",")):
+        name, _, kind = item.partition("=")
+        if name.strip() != place:
+            continue
+        if kind == "crash":
+            os.kill(os.getpid(), signal.SIGSEGV)
+        elif kind == "hang":
+            while True:
+                time.sleep(1)
+        elif kind == "raise":
+            raise RuntimeError(f"fault injected into {place}")

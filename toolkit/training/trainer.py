@@ -1,0 +1,296 @@
+"""`llpack train`: train LLPackNet on synthetic dark RAW pairs, on CPU or GPU, resumably.
+
+Design choices (see README, "Training"):
+- L1 between the network output and the clean sRGB target.
+- The paper's amplifier (two Linear layers, no activation: an affine map of the histogram) is
+  fitted first, in closed form, to predict the exposure ratio of synthetic samples (non-negative
+  least squares on the relative error, so the gain can never fall to the paper's 1e-4 floor),
+  then frozen. Adam at 1e-4 would need far more steps to move a linear map to gains of 100-300
+  than a CPU budget allows, and the closed form is exact.
+- The body then sees, at random, the true ratio (slightly jittered) or the amplifier's
+  estimate, so both `--ratio true` and `--ratio auto` work with the same weights.
+- Everything written (state, final checkpoint, loss log and plot) is written atomically; a
+  run interrupted at any point continues from its last state with the same results.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from toolkit.data.dataset import TrainingSampler, load_photo_dir
+from toolkit.data.sources import DATA_VERSION
+from toolkit.errors import UserError
+from toolkit.fileio import atomic_path, atomic_write_bytes, atomic_write_json
+from toolkit.model.checkpoint import save_checkpoint
+from toolkit.model.llpacknet import create_model
+from toolkit.progress import Progress
+
+from .config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "train_state.pt"
+_RESUMABLE_CHANGES = ("steps", "checkpoint_every", "log_every", "device")  # may differ on resume
+FINAL_FILE = "llpacknet.pt"
+
+
+@dataclass
+class TrainLog:
+    rows: list[dict] = field(default_factory=list)
+
+    def csv_bytes(self) -> bytes:
+        buf = io.StringIO()
+        if self.rows:
+            writer = csv.DictWriter(buf, fieldnames=list(self.rows[0]))
+            writer.writeheader()
+            writer.writerows(self.rows)
+        return buf.getvalue().encode()
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but no CUDA GPU is available", "use --device cpu")
+    return torch.device(name)
+
+
+def learning_rate(step: int, cfg: TrainConfig, peak: float) -> float:
+    """Linear warm-up, then cosine decay to `min_lr`."""
+    if step < cfg.warmup:
+        return peak * (step + 1) / cfg.warmup
+    t = (step - cfg.warmup) / max(cfg.steps - cfg.warmup, 1)
+    return cfg.min_lr + 0.5 * (peak - cfg.min_lr) * (1 + math.cos(math.pi * min(t, 1.0)))
+
+
+def _new_model(cfg: TrainConfig) -> torch.nn.Module:
+    torch.manual_seed(cfg.seed)
+    return create_model(cfg.variant)
+
+
+def fit_amplifier(amplifier: torch.nn.Module, histograms: np.ndarray, ratios: np.ndarray, smoothness: float = 1e-3) -> float:
+    """Fit the amplifier so gamma = 1 + sum_i d_i * hist_i predicts the exposure ratio.
+
+    The histogram sums to 1 (every normalised pixel lies in [0, 1]), so `1 + d_i` is the gain for
+    an image whose pixels all fall in bin i, and gamma is their histogram-weighted mean. Solving
+    for d >= 0 (non-negative least squares on the relative error gamma / ratio - 1, with a small
+    penalty on differences between neighbouring bins) keeps gamma >= 1 for any input, so the
+    paper's floor (gamma <= 0 -> 1e-4, a black image) can never trigger on an unusual photo.
+    The first Linear keeps its (full-rank) random weights; the second is solved so the
+    composition equals the fitted map. Returns the median |log gamma - log ratio| on the data.
+    """
+    from scipy.optimize import nnls
+
+    bins = histograms.shape[1]
+    design = histograms / ratios[:, None]
+    target = 1.0 - 1.0 / ratios
+    smooth = np.sqrt(smoothness) * np.diff(np.eye(bins), axis=0)
+    d, _ = nnls(np.vstack([design, smooth]), np.concatenate([target, np.zeros(bins - 1)]), maxiter=50 * bins)
+    first, second = amplifier.conv_post[0], amplifier.conv_post[1]
+    w1 = first.weight.detach().double().numpy()  # hidden x bins
+    b1 = first.bias.detach().double().numpy()
+    w2 = np.linalg.lstsq(w1.T, d, rcond=None)[0]  # w2 @ w1 == d
+    with torch.no_grad():
+        second.weight.copy_(torch.from_numpy(w2[None]).float())
+        second.bias.fill_(float(1.0 - w2 @ b1))
+        gamma = amplifier.forward_histogram(torch.from_numpy(histograms).float()).double().numpy().reshape(-1)
+    return float(np.median(np.abs(np.log(gamma) - np.log(ratios))))
+
+
+def amplifier_data(sampler: TrainingSampler, count: int, seed: int, show_progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Histograms and true ratios of `count` synthetic dark samples (disjoint from training batches)."""
+    from toolkit.camera.bayer import exposure_histogram
+
+    bar = Progress(count, "amplifier fit", show_progress)
+    hists, ratios = [], []
+    for i in range(count):
+        rng = np.random.default_rng([seed, 3, i])
+        pair, ratio = sampler.sample(rng)
+        hists.append(exposure_histogram(pair.normalised()))
+        ratios.append(ratio)
+        bar.update(i + 1)
+    return np.array(hists, np.float64), np.array(ratios, np.float64)
+
+
+def _save_plot(path: Path, rows: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    a.plot(steps, [r["l1"] for r in rows], lw=1)
+    a.set(xlabel="step", ylabel="L1 (sRGB)", title="image loss", yscale="log")
+    b.plot(steps, [r["gain_err"] for r in rows], lw=1, color="tab:orange")
+    b.set(xlabel="step", ylabel="|log gain - log ratio|", title="amplifier error")
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progress: bool = True) -> dict:
+    """Train (or continue training) into `out_dir`; returns a summary with the final checkpoint path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = pick_device(cfg.device)
+    model = _new_model(cfg).to(device)
+    body_params = [p for n, p in model.named_parameters() if not n.startswith("amplifier.")]
+    optimizer = torch.optim.Adam([{"params": body_params, "peak": cfg.lr}], lr=cfg.lr)
+    history = TrainLog()
+    start_step, elapsed_before, amplifier_fit_error = 0, 0.0, None
+    state_path = out / STATE_FILE
+    if resume and state_path.exists():
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        saved = {k: v for k, v in state["config"].items() if k not in _RESUMABLE_CHANGES}
+        now = {k: v for k, v in asdict(cfg).items() if k not in _RESUMABLE_CHANGES}
+        if saved != now:
+            diff = sorted(k for k in now if saved.get(k) != now[k])
+            raise UserError(f"{state_path} was trained with other settings ({', '.join(diff)})", "use a new --out folder or --no-resume")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        history.rows = state["log"]
+        start_step, elapsed_before = int(state["step"]), float(state["elapsed_s"])
+        amplifier_fit_error = state.get("amplifier_fit_error")
+        log.info("resuming %s at step %d of %d", state_path, start_step, cfg.steps)
+    photos = load_photo_dir(cfg.photos_dir) if cfg.photos_dir else []
+    pool_bar = Progress(cfg.pool_size, "scenes", show_progress)
+    sampler = TrainingSampler(cfg.seed, cfg.crop, cfg.batch_size, cfg.pool_size, extra_photos=photos, on_progress=pool_bar.update)
+    bar = Progress(cfg.steps, "train", show_progress, start=start_step)
+    if model.config.amplifier:
+        if start_step == 0:
+            hists, ratios = amplifier_data(sampler, cfg.amplifier_samples, cfg.seed, show_progress)
+            amplifier_fit_error = fit_amplifier(model.amplifier, hists, ratios)
+            log.info("amplifier fitted: median |log gain error| %.3f", amplifier_fit_error)
+        model.amplifier.requires_grad_(False)
+    model.train()
+    started = time.monotonic()
+    window: list[tuple[float, float]] = []
+
+    def checkpoint(step: int) -> None:
+        elapsed = elapsed_before + time.monotonic() - started
+        payload = {
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "optimizer": optimizer.state_dict(),
+            "step": step, "elapsed_s": elapsed, "config": asdict(cfg), "log": history.rows,
+            "amplifier_fit_error": amplifier_fit_error,
+        }
+        with atomic_path(state_path) as tmp:
+            torch.save(payload, tmp)
+        atomic_write_bytes(out / "loss.csv", history.csv_bytes())
+        if history.rows:
+            _save_plot(out / "loss.png", history.rows)
+
+    with ThreadPoolExecutor(1) as pool:  # synthesise the next batch while this one trains
+        upcoming = pool.submit(sampler.batch, start_step) if start_step < cfg.steps else None
+        for step in range(start_step, cfg.steps):
+            inputs, targets, ratios = upcoming.result()
+            if step + 1 < cfg.steps:
+                upcoming = pool.submit(sampler.batch, step + 1)
+            x, y = torch.from_numpy(inputs).to(device), torch.from_numpy(targets).to(device)
+            ratio = torch.from_numpy(ratios).to(device)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, cfg, group["peak"])
+            step_rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)  # resumable: no global RNG
+            jitter = torch.randn(len(ratios), generator=step_rng).to(device)
+            use_predicted = (torch.rand(len(ratios), generator=step_rng) < 0.5).to(device)
+            gain = ratio * torch.exp(jitter * cfg.ratio_jitter)
+            gain_error = torch.zeros(())
+            if model.config.amplifier:
+                with torch.no_grad():
+                    predicted = model.gain(x).reshape(-1)
+                gain_error = (torch.log(predicted) - torch.log(ratio)).abs().mean()
+                gain = torch.where(use_predicted, predicted, gain)
+            loss = (model(x, gain=gain) - y).abs().mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            window.append((loss.item(), gain_error.item()))
+            done = step + 1
+            if done % cfg.log_every == 0 or done == cfg.steps:
+                l1, gerr = np.mean(window, axis=0)
+                history.rows.append({"step": done, "l1": round(float(l1), 6), "gain_err": round(float(gerr), 5),
+                                     "lr": round(optimizer.param_groups[0]["lr"], 8)})
+                window.clear()
+                bar.update(done, f"L1 {l1:.4f} gain err {gerr:.3f}")
+            if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+                checkpoint(done)
+    if start_step >= cfg.steps:
+        bar.update(cfg.steps, "already complete")
+    elapsed = elapsed_before + time.monotonic() - started
+    model.eval()
+    final = out / FINAL_FILE
+    record = {
+        "variant": cfg.variant, "steps": cfg.steps, "seed": cfg.seed, "config": asdict(cfg),
+        "data_version": DATA_VERSION, "train_seconds": round(elapsed, 1), "device": str(device),
+        "torch": str(torch.__version__), "final_l1": history.rows[-1]["l1"] if history.rows else None,
+        "amplifier_fit_median_log_error": amplifier_fit_error,
+    }
+    save_checkpoint(model.cpu(), final, meta=record)
+    atomic_write_json(out / "train_record.json", record)
+    return {**record, "checkpoint": str(final), "out": str(out)}
+
+
+def training_command(cfg: TrainConfig, out_dir: str | Path) -> str:
+    """The `llpack train` command line that reproduces a configuration."""
+    defaults = TrainConfig()
+    parts = ["llpack", "train", "--out", str(out_dir)]
+    for name in ("steps", "batch_size", "crop", "seed", "pool_size", "amplifier_samples", "lr"):
+        value = getattr(cfg, name)
+        if name == "steps" or value != getattr(defaults, name):
+            parts += ["--" + name.replace("_", "-"), str(value)]
+    if cfg.photos_dir:
+        parts += ["--photos", cfg.photos_dir]
+    return " ".join(parts)
+
+
+def publish_default_weights(run_dir: str | Path, show_progress: bool = True) -> dict:
+    """Install a finished run as the project's default weights, with its record and evaluation."""
+    import shutil
+
+    from toolkit.data.dataset import evaluation_fingerprint
+    from toolkit.model.checkpoint import DEFAULT_CHECKPOINT, file_sha256, load_model
+
+    from .evaluate import evaluate
+
+    run = Path(run_dir)
+    record = __import__("json").loads((run / "train_record.json").read_text())
+    load_model(run / FINAL_FILE)  # validate before installing
+    with atomic_path(DEFAULT_CHECKPOINT) as tmp:
+        shutil.copyfile(run / FINAL_FILE, tmp)
+    cfg = TrainConfig(**record["config"])
+    evaluation = {}
+    for mode in ("auto", "true"):
+        report = evaluate(None, mode, run / f"evaluate-{mode}", show_progress=show_progress)
+        evaluation[mode] = {k: report[k] for k in ("model", "baseline", "gain_db", "images")}
+    published = {
+        "file": DEFAULT_CHECKPOINT.name,
+        "sha256": file_sha256(DEFAULT_CHECKPOINT),
+        "variant": record["variant"],
+        "command": training_command(cfg, run),
+        "seed": cfg.seed,
+        "steps": cfg.steps,
+        "train_seconds": record["train_seconds"],
+        "device": record["device"],
+        "torch": record["torch"],
+        "data_version": record["data_version"],
+        "final_l1": record["final_l1"],
+        "amplifier_fit_median_log_error": record.get("amplifier_fit_median_log_error"),
+        "eval_set": evaluation_fingerprint(),
+        "evaluation": evaluation,
+        "reproduce_evaluation": "llpack evaluate --ratio auto; llpack evaluate --ratio true",
+    }
+    atomic_write_json(DEFAULT_CHECKPOINT.with_suffix(".json"), published)
+    return published

@@ -17,7 +17,7 @@ from toolkit.camera.bayer import pack_network_input, to_network_grid
 from toolkit.errors import InputError, UserError
 
 if TYPE_CHECKING:
-    from toolkit.camera.raw import Mosaic
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -35,23 +35,31 @@ class CalibrationSet:
         return len(self.inputs)
 
 
-def synthetic_calibration(count: int = DEFAULT_COUNT, crop: int = DEFAULT_CROP, seed: int = CALIBRATION_SEED) -> CalibrationSet:
-    """Dark RAW crops synthesised from the training sources at their true ratio."""
-    from toolkit.data.dataset import TrainingSampler
+def synthetic_calibration(count: int = DEFAULT_COUNT, crop: int = DEFAULT_CROP, seed: int = CALIBRATION_SEED,
+                          white_balance: str = "none") -> CalibrationSet:
+    """Dark RAW crops synthesised from the training sources at their true ratio, white-balanced for
+    weights whose input contract asks for it (`white_balance` "file")."""
+    from toolkit.data.dataset import TrainingSampler, network_mosaic
 
     sampler = TrainingSampler(seed=seed, crop=crop, pool_size=max(4, count // 4))
     inputs = []
     for i in range(count):
         pair, ratio = sampler.sample(np.random.default_rng([seed, 9, i]))
-        inputs.append(pack_network_input(pair.normalised(), ratio))
-    return CalibrationSet(inputs, {"kind": "synthetic", "seed": seed, "count": count, "crop": crop,
-                                   "sources": "dead leaves + training photos (no evaluation photos)"})
+        inputs.append(pack_network_input(network_mosaic(pair, white_balance), ratio))
+    source = {"kind": "synthetic", "seed": seed, "count": count, "crop": crop,
+              "sources": "dead leaves + training photos (no evaluation photos)"}
+    return CalibrationSet(inputs, source if white_balance == "none" else {**source, "white_balance": white_balance})
 
 
 def raw_folder_calibration(
-    folder: str | Path, gain: Callable[[Mosaic], float], count: int = DEFAULT_COUNT, crop: int = DEFAULT_CROP
+    folder: str | Path, gain: Callable[..., float], count: int = DEFAULT_COUNT, crop: int = DEFAULT_CROP,
+    white_balance: str = "none",
 ) -> CalibrationSet:
-    """Centre crops of the user's RAW files (sorted by name); `gain` maps a mosaic to its gain."""
+    """Centre crops of the user's RAW files (sorted by name); `gain(mosaic)` maps a mosaic to its gain.
+    With `white_balance` "file" each crop is balanced as `llpack enhance` would, and the gain is
+    `gain(mosaic, white_balance_gains)` (what `LLPackNet.automatic_gain` takes)."""
+    from toolkit.camera.bayer import plane_gains
+    from toolkit.camera.colour import choose_white_balance
     from toolkit.camera.raw import read_mosaic
 
     root = Path(folder)
@@ -71,7 +79,9 @@ def raw_folder_calibration(
         ch, cw = min(crop, h), min(crop, w)
         y, x = (h - ch) // 32 * 16, (w - cw) // 32 * 16  # centre, on the 16-pixel grid
         patch = grid[y : y + ch, x : x + cw]
-        inputs.append(pack_network_input(patch, gain(mosaic)))
+        balance = choose_white_balance(mosaic, "file").gains if white_balance == "file" else None
+        exposure = gain(mosaic) if balance is None else gain(mosaic, balance)
+        inputs.append(pack_network_input(patch, plane_gains(exposure, balance)))
         used.append(file.name)
     for item in skipped:
         log.warning("calibration: skipped %s/%s", root, item)

@@ -122,7 +122,9 @@ def test_other_breakage_is_refused(manifest, validator):
     m["input"]["layout"] = "NHWC" if m["input"]["layout"] == "NCHW" else "NCHW"  # shape in the other order
     cases.append(("layout and shape disagree", m))
     m = copy.deepcopy(manifest)
-    m["schema_version"] = 2
+    from toolkit.deploy.artifact import SCHEMA_VERSION
+
+    m["schema_version"] = SCHEMA_VERSION + 1
     cases.append(("future version", m))
     m = copy.deepcopy(manifest)
     m["precision"] = "int8"  # an INT8 artifact must say what it was calibrated on

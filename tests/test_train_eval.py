@@ -10,6 +10,15 @@ from conftest import needs_torch
 
 pytestmark = needs_torch
 
+def assert_same_weights(first, second) -> None:
+    import torch
+
+    a = torch.load(first, weights_only=True)["model"]
+    b = torch.load(second, weights_only=True)["model"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
+
+
 TINY = dict(batch_size=4, crop=64, pool_size=6, amplifier_samples=64, warmup=5, lr=1e-3, log_every=5, checkpoint_every=10)
 
 
@@ -31,7 +40,6 @@ def test_short_training_lowers_the_loss(tmp_path):
 
 
 def test_interrupted_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
-    import torch
 
     from toolkit.data import dataset
     from toolkit.training.trainer import TrainConfig, train
@@ -52,10 +60,7 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, monkeypatch)
     assert not list((tmp_path / "resumed").glob("*.part"))
     monkeypatch.setattr(dataset.TrainingSampler, "batch", original)
     train(cfg, tmp_path / "resumed", show_progress=False)
-    a = torch.load(tmp_path / "straight" / "llpacknet.pt", weights_only=True)["model"]
-    b = torch.load(tmp_path / "resumed" / "llpacknet.pt", weights_only=True)["model"]
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
+    assert_same_weights(tmp_path / "straight" / "llpacknet.pt", tmp_path / "resumed" / "llpacknet.pt")
 
 
 def test_resume_refuses_other_settings(tmp_path):
@@ -95,3 +100,82 @@ def test_committed_weights_reproduce_their_recorded_evaluation(tmp_path):
         assert report["model"]["psnr_db"] == pytest.approx(recorded["model"]["psnr_db"], abs=1e-3)
         assert report["baseline"]["psnr_db"] == pytest.approx(recorded["baseline"]["psnr_db"], abs=1e-3)
         assert report["model"]["ssim"] == pytest.approx(recorded["model"]["ssim"], abs=1e-4)
+
+
+def test_state_lives_where_asked_and_init_goes_on_from_its_step(tmp_path):
+    import torch
+
+    from toolkit.training.trainer import TrainConfig, train
+
+    first = train(TrainConfig(steps=10, **TINY), tmp_path / "out", show_progress=False, state_dir=tmp_path / "state")
+    assert (tmp_path / "state" / "train_state.pt").exists() and not (tmp_path / "out" / "train_state.pt").exists()
+    assert first["input"] == {"white_balance": "file"} and first["recipe"] == "detail-wb-v2"
+    blob = torch.load(first["checkpoint"], weights_only=True)
+    assert blob["recipe"] == "detail-wb-v2" and blob["step"] == 10 and blob["input"] == {"white_balance": "file"}
+    # the state is gone (a new machine): the committed weights seed the run, which goes on from step 10
+    second = train(TrainConfig(steps=14, **TINY), tmp_path / "out2", show_progress=False, state_dir=tmp_path / "state2",
+                   init=first["checkpoint"])
+    rows = list(__import__("csv").DictReader(open(tmp_path / "out2" / "loss.csv")))
+    assert [int(r["step"]) for r in rows] == [14]
+    assert second["segments"][0]["start_step"] == 10 and second["steps"] == 14
+
+
+def test_a_timed_stop_saves_the_state_and_resumes_exactly(tmp_path):
+
+    from toolkit.training.trainer import TrainConfig, train
+
+    cfg = TrainConfig(steps=12, **TINY)
+    train(cfg, tmp_path / "straight", show_progress=False)
+    stopped = train(cfg, tmp_path / "stopped", show_progress=False, stop_after_s=0.0)
+    assert stopped["stopped_early"] and stopped["steps"] == 1 and not (tmp_path / "stopped" / "llpacknet.pt").exists()
+    train(cfg, tmp_path / "stopped", show_progress=False)
+    assert_same_weights(tmp_path / "straight" / "llpacknet.pt", tmp_path / "stopped" / "llpacknet.pt")
+
+
+def test_best_weights_are_kept_beside_the_state(tmp_path):
+    from toolkit import load_model
+    from toolkit.training.trainer import TrainConfig, train
+
+    result = train(TrainConfig(steps=10, validate_every=5, **TINY), tmp_path / "out", show_progress=False, state_dir=tmp_path / "s")
+    for folder in ("out", "s"):
+        record = json.loads((tmp_path / folder / "best.json").read_text())
+        assert record["best"]["step"] in (5, 10) and record["best"]["psnr_db"] > 0
+        assert load_model(tmp_path / folder / "best.pt").input_contract == {"white_balance": "file"}
+    assert result["best"] == record["best"]
+
+
+def test_the_default_state_folder_is_in_the_cache(tmp_path, monkeypatch):
+    from toolkit.training.trainer import default_state_dir
+
+    monkeypatch.delenv("LLPACK_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert default_state_dir("runs/train-x") == tmp_path / "cache" / "llpack" / "train" / "train-x"
+    monkeypatch.setenv("LLPACK_CACHE", str(tmp_path / "mine"))
+    assert default_state_dir("runs/train-x") == tmp_path / "mine" / "train" / "train-x"
+
+
+def test_evaluation_reports_denoised_baseline_colour_aligned_scores_and_extra_sets(tmp_path):
+    from toolkit.training.evaluate import evaluate
+
+    report = evaluate(None, "auto", tmp_path, limit=1, show_progress=False, sets=("clean", "detail", "cameras"))
+    for method in ("model", "libraw", "denoised"):
+        scores = report["methods"]["overall"][method]
+        assert scores["aligned_psnr_db"] >= scores["psnr_db"] - 1e-6  # the colour fit can only help
+        assert scores["ciede2000"] > 0
+    assert report["exposure"]["error_stops_median"] >= 0 and "difference" in report["exposure"]["gain_aligned_psnr_db"]
+    assert set(report["sets"]) == {"clean", "detail", "cameras"}
+    assert report["sets"]["clean"]["groups"]["clean"]["images"] == 1
+    saved = json.loads((tmp_path / "evaluation.json").read_text())
+    assert saved["sets"]["detail"]["overall"]["model"]["psnr_db"] == report["sets"]["detail"]["overall"]["model"]["psnr_db"]
+
+
+def test_noise_sigma_estimate_and_denoiser_help_on_noise():
+    from toolkit.data.metrics import psnr
+    from toolkit.training.evaluate import denoised_baseline, noise_sigma
+
+    rng = np.random.default_rng(0)
+    clean = np.tile(np.linspace(0.2, 0.8, 96, dtype=np.float32), (64, 1))[..., None].repeat(3, axis=2)
+    noisy = np.clip(clean + rng.normal(0, 0.05, clean.shape), 0, 1).astype(np.float32)
+    assert noise_sigma(noisy) == pytest.approx(0.05, rel=0.15)
+    assert noise_sigma(clean) < 0.005
+    assert psnr(denoised_baseline(noisy), clean) > psnr(noisy, clean) + 3

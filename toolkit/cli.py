@@ -52,6 +52,9 @@ def _add_enhance(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="an exported artifact folder (llpack export) to run instead of PyTorch")
     p.add_argument("--threads", type=int, help="inference threads for an artifact (default: the runtime's choice)")
     p.add_argument("--bits", type=int, choices=(8, 16), default=8, help="bits per channel of the output")
+    p.add_argument("--white-balance", default="file",
+                   help="for weights trained on white-balanced input: 'file' (the RAW's as-shot balance; grey world "
+                        "if it has none), 'auto' (grey world), or R,G,B gains such as 2.1,1,1.6")
     p.add_argument("--format", choices=("png", "tiff"), default="png",
                    help="for a folder of inputs: write OUTPUT/<name>.png (default) or .tif")
     mem = p.add_argument_group("memory")
@@ -77,7 +80,7 @@ def _run_enhance(args: argparse.Namespace) -> dict:
         budget = budget or device["memory_budget_mb"]
         threads = threads or device["threads"]
     enhancer = Enhancer(checkpoint=args.checkpoint, ratio=args.ratio, model=args.model, threads=threads,
-                        tile=args.tile, memory_budget_mb=budget)
+                        tile=args.tile, memory_budget_mb=budget, white_balance=args.white_balance)
     model = {"ratio": "auto" if enhancer.ratio is None else enhancer.ratio}
     if Path(args.input).is_dir():
         result = enhance_folder(enhancer, args.input, args.output, args.bits, args.format,
@@ -103,6 +106,7 @@ def _run_enhance(args: argparse.Namespace) -> dict:
         "trained_weights": enhancer.trained,
         "seconds": {k: round(v, 4) for k, v in result.seconds.items()},
         "tiles": result.tiles,
+        "white_balance": result.white_balance.as_dict() if result.white_balance else None,
     }
 
 
@@ -182,15 +186,24 @@ def _render_demo(r: dict) -> str:
 def _add_train(p: argparse.ArgumentParser) -> None:
     from dataclasses import fields
 
-    p.add_argument("--out", default="runs/train", help="run folder: state, loss log and plot, final checkpoint")
-    p.add_argument("--photos", dest="photos_dir", help="folder of extra clean sRGB photos to train on")
-    p.add_argument("--no-resume", dest="resume", action="store_false", help="start over even if the folder has a state")
-    from toolkit.training.config import TrainConfig
+    from toolkit.training.config import RECIPES, TrainConfig
 
+    p.add_argument("--out", default="runs/train", help="run folder: loss log and plot, best and final checkpoints")
+    p.add_argument("--state", help="folder of the resume state (default: the user's cache, ~/.cache/llpack/train/<name of --out>, "
+                                   "outside any work tree, so a new checkout goes on where the last one stopped)")
+    p.add_argument("--init", help="checkpoint to start from when there is no resume state (fresh optimiser; a checkpoint "
+                                  "of the same recipe also sets the step to go on from)")
+    p.add_argument("--max-minutes", type=float, help="stop cleanly after this many minutes (the state is saved; run again to go on)")
+    p.add_argument("--photos", dest="photos_dir", help="folder of extra clean sRGB photos to train on")
+    p.add_argument("--no-resume", dest="resume", action="store_false", help="start over even if a resume state exists")
     defaults = {f.name: f.default for f in fields(TrainConfig)}
-    for name in ("steps", "batch_size", "crop", "seed", "pool_size", "amplifier_samples", "checkpoint_every"):
+    p.add_argument("--recipe", choices=sorted(RECIPES), default=defaults["recipe"],
+                   help="what to learn: " + "; ".join(f"{r.name}: {r.description}" for r in RECIPES.values()))
+    for name in ("steps", "batch_size", "crop", "seed", "pool_size", "amplifier_samples", "checkpoint_every", "validate_every", "warmup"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=defaults[name], help=f"default {defaults[name]}")
     p.add_argument("--lr", type=float, default=defaults["lr"], help=f"peak learning rate, default {defaults['lr']}")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default=defaults["precision"],
+                   help="bf16: autocast (fast on CPUs with AMX or AVX-512 BF16, and on GPUs); default fp32")
     p.add_argument("--device", default="auto", help="auto (GPU if available), cpu or cuda")
     p.add_argument("--publish-default", action="store_true",
                    help="maintainers: install the result as the built-in weights, with its record and evaluation")
@@ -200,11 +213,15 @@ def _run_train(args: argparse.Namespace) -> dict:
     from dataclasses import fields
 
     from toolkit.training.config import TrainConfig
-    from toolkit.training.trainer import train
+    from toolkit.training.trainer import default_state_dir, train
 
     options = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
     cfg = TrainConfig(**options)
-    result = train(cfg, args.out, resume=args.resume, show_progress=not args.quiet)
+    if args.max_minutes is not None and not args.max_minutes > 0:
+        raise UserError(f"--max-minutes must be positive, not {args.max_minutes}")
+    state = args.state or default_state_dir(args.out)
+    result = train(cfg, args.out, resume=args.resume, show_progress=not args.quiet, state_dir=state, init=args.init,
+                   stop_after_s=None if args.max_minutes is None else args.max_minutes * 60, command=" ".join(["llpack"] + sys.argv[1:]))
     if args.publish_default:
         from toolkit.training.trainer import publish_default_weights
 
@@ -213,6 +230,8 @@ def _run_train(args: argparse.Namespace) -> dict:
 
 
 def _render_train(r: dict) -> str:
+    if r.get("stopped_early"):
+        return f"stopped at step {r['steps']} as asked ({r['train_seconds']:.0f} s in all); state {r['state']}: run the same command to go on"
     return f"trained {r['steps']} steps in {r['train_seconds']:.0f} s; checkpoint {r['checkpoint']} (final L1 {r['final_l1']})"
 
 
@@ -223,16 +242,28 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
                    help="gain from the amplifier (auto) or the true exposure ratio (true)")
     p.add_argument("--out", default="runs/evaluate", help="folder for evaluation.json and grid.png")
     p.add_argument("--photos", help="evaluate on your own clean photos instead of the built-in held-out set")
-    p.add_argument("--limit", type=int, help="only the first N images (quick checks)")
+    p.add_argument("--sets", default="",
+                   help="extra held-out sets, comma-separated, always at the true ratio: detail (fine detail, milder noise), "
+                        "clean (no noise at ratio 1: the ceiling), cameras (4 unseen cameras, tungsten to daylight, a balanced raw)")
+    p.add_argument("--limit", type=int, help="only the first N images of each set (quick checks)")
+    p.add_argument("--tune-denoiser", action="store_true",
+                   help="maintainers: score the LibRaw + denoiser baseline's strengths on training scenes, and stop")
 
 
 def _run_evaluate(args: argparse.Namespace) -> dict:
-    from toolkit.training.evaluate import evaluate
+    from toolkit.training.evaluate import evaluate, tune_denoiser
 
-    return evaluate(args.checkpoint, args.ratio, args.out, args.photos, args.limit, show_progress=not args.quiet)
+    if args.tune_denoiser:
+        return {"denoiser_tuning": tune_denoiser()}
+    sets = [s.strip() for s in args.sets.split(",") if s.strip()]
+    return evaluate(args.checkpoint, args.ratio, args.out, args.photos, args.limit, show_progress=not args.quiet, sets=sets)
 
 
 def _render_evaluate(r: dict) -> str:
+    if "denoiser_tuning" in r:
+        scores = r["denoiser_tuning"]["scores_db"]
+        return "LibRaw + non-local means on training scenes: " + ", ".join(f"strength {k}: {v:.2f} dB" for k, v in scores.items()) + \
+            f"; best {r['denoiser_tuning']['best']}"
     head = f"{'':12}{'LLPackNet':>20}{'LibRaw baseline':>22}"
     rows = [f"{r['images']} held-out images, gain from {'the amplifier' if r['ratio_mode'] == 'auto' else 'the true ratio'}",
             head, f"{'':12}{'PSNR dB':>11}{'SSIM':>9}{'PSNR dB':>13}{'SSIM':>9}"]
@@ -242,6 +273,20 @@ def _render_evaluate(r: dict) -> str:
     m, b = r["model"], r["baseline"]
     rows.append(f"{'overall':12}{m['psnr_db']:11.2f}{m['ssim']:9.3f}{b['psnr_db']:13.2f}{b['ssim']:9.3f}")
     rows.append(f"LLPackNet - baseline: {r['gain_db']:+.2f} dB")
+    methods = r.get("methods", {}).get("overall")
+    if methods:
+        rows.append("with LibRaw + denoiser, colour-aligned PSNR and CIEDE2000: " + "; ".join(
+            f"{name} {methods[key]['psnr_db']:.2f} dB / aligned {methods[key]['aligned_psnr_db']:.2f} dB / dE {methods[key]['ciede2000']:.2f}"
+            for key, name in (("model", "LLPackNet"), ("libraw", "LibRaw"), ("denoised", "LibRaw + denoiser"))))
+    if "exposure" in r:
+        e = r["exposure"]
+        rows.append(f"exposure: error median {e['error_stops_median']:.2f} stops, p90 {e['error_stops_p90']:.2f}; one-gain-aligned PSNR "
+                    f"auto {e['gain_aligned_psnr_db']['auto']:.2f} dB vs true ratio {e['gain_aligned_psnr_db']['true_ratio']:.2f} dB")
+    for name, s in r.get("sets", {}).items():
+        rows.append(f"set {name}: {s['description']}")
+        for group, g in s["groups"].items():
+            rows.append(f"  {group:36}" + "  ".join(f"{label} {g[key]['psnr_db']:6.2f} dB ({g[key]['aligned_psnr_db']:6.2f} aligned, dE {g[key]['ciede2000']:5.2f})"
+                                                   for key, label in (("model", "LLPackNet"), ("libraw", "LibRaw"), ("denoised", "+NLM"))))
     if "report" in r:
         rows.append(f"report {r['report']}" + (f", grid {r['grid']}" if "grid" in r else ""))
     return "\n".join(rows)

@@ -57,7 +57,6 @@ def _openvino_runner(threads: int | None):
 
 
 def _onnxruntime_runner(threads: int | None):
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 

@@ -123,9 +123,17 @@ def run_in_layout(run_native, packed: np.ndarray, layout: str) -> np.ndarray:
     return from_layout(run_native(to_layout(packed, layout)), layout)
 
 
-def pack_network_input(mosaic: np.ndarray, gain: float, layout: str = "NCHW") -> np.ndarray:
+def plane_gains(gain: float, white_balance: tuple[float, float, float] | None = None) -> np.ndarray:
+    """The multiplier of each packed plane (R, G1, G2, B): the exposure gain, times the white balance's
+    R, G and B gains when the weights expect white-balanced input."""
+    red, green, blue = white_balance or (1.0, 1.0, 1.0)
+    return np.float32(gain) * np.array([red, green, green, blue], np.float32)
+
+
+def pack_network_input(mosaic: np.ndarray, gain, layout: str = "NCHW") -> np.ndarray:
     """The network's input from an RGGB mosaic on the 16-pixel grid: [1, 256, H/16, W/16] float32
-    (or [1, H/16, W/16, 256] for `layout` NHWC), gain applied.
+    (or [1, H/16, W/16, 256] for `layout` NHWC), gain applied: one number, or one per Bayer plane
+    (R, G1, G2, B; see `plane_gains`).
 
     One pass: each block of packed rows is gathered and scaled straight into the output, in either layout."""
     height, width = mosaic.shape
@@ -139,7 +147,13 @@ def pack_network_input(mosaic: np.ndarray, gain: float, layout: str = "NCHW") ->
     else:
         out = np.empty((1, h, w, 256), np.float32)
         target, order = out.reshape(h, w, 2, 2, 8, 8), (0, 3, 2, 5, 1, 4)  # y, x, py, px, i, j
-    g = np.float32(gain)
+    g = np.asarray(gain, np.float32)
+    if g.size == 4:  # per plane (py, px): broadcast over the transposed view's py, px axes
+        g = g.reshape((2, 2, 1, 1, 1, 1) if layout == "NCHW" else (1, 1, 2, 2, 1, 1))
+    elif g.size != 1:
+        raise ValueError("the gain is one number or one per Bayer plane (R, G1, G2, B)")
+    else:
+        g = g.reshape(())
 
     def work(y0: int, y1: int) -> None:
         rows = (Ellipsis, slice(y0, y1), slice(None)) if layout == "NCHW" else (slice(y0, y1),)
@@ -265,7 +279,7 @@ def reflect_indices(start: int, stop: int, offset: int, length: int) -> slice | 
 
 
 def pack_window(mosaic: np.ndarray, placement: Placement, rows: tuple[int, int], columns: tuple[int, int],
-                gain: float, layout: str = "NCHW") -> np.ndarray:
+                gain, layout: str = "NCHW") -> np.ndarray:
     """`pack_network_input` of the cells rows x columns of the padded network grid, read straight from
     the unpadded mosaic: a window never needs the whole padded photo, and the whole photo never needs
     a padded copy when it is already on the grid."""
@@ -329,9 +343,18 @@ def histogram_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return counts
 
 
-def mosaic_histogram(mosaic, edges: np.ndarray) -> tuple[np.ndarray, int]:
+def mosaic_histogram(mosaic, edges: np.ndarray, white_balance: tuple[float, float, float] | None = None,
+                     pattern: str = "RGGB") -> tuple[np.ndarray, int]:
     """(counts, pixels) of a normalised mosaic: a 2-D array, or a `Mosaic` (whose reader may have
-    counted its levels already, see `Mosaic.histogram`)."""
+    counted its levels already, see `Mosaic.histogram`). With `white_balance`, of the mosaic times
+    it (each 2x2 position counted against the edges divided by its colour's gain)."""
+    data = mosaic if isinstance(mosaic, np.ndarray) else mosaic.data
+    if white_balance is not None and tuple(white_balance) != (1.0, 1.0, 1.0):
+        index = bayer_channel_index(pattern if isinstance(mosaic, np.ndarray) else mosaic.pattern)
+        edges = np.asarray(edges, np.float64)
+        counts = sum(histogram_counts(np.ascontiguousarray(data[dy::2, dx::2]), edges / white_balance[int(index[dy, dx])])
+                     for dy in range(2) for dx in range(2))
+        return counts, data.size
     if isinstance(mosaic, np.ndarray):
         return histogram_counts(mosaic, edges), mosaic.size
     return mosaic.histogram(edges), mosaic.data.size

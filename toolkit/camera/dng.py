@@ -9,11 +9,7 @@ import numpy as np
 from toolkit.fileio import atomic_write_with
 
 from .bayer import bayer_channel_index
-
-# Sony A7S (II) colour matrix (XYZ -> camera, D65), as published in Adobe's DNG profiles / dcraw.
-SONY_A7S2_XYZ_TO_CAM = np.array(
-    [[0.5838, -0.1430, -0.0246], [-0.3497, 1.1477, 0.2297], [-0.0748, 0.1885, 0.5778]]
-)
+from .colour import SONY_A7S2_XYZ_TO_CAM
 
 
 def _srational(values, denominator: int = 10000) -> tuple[int, ...]:

@@ -39,7 +39,7 @@ class Mosaic:
     white_level: float
     source: str = ""
     camera: str = ""
-    white_balance: tuple[float, float, float] | None = None  # R, G, B multipliers if known
+    white_balance: tuple[float, float, float] | None = None  # R, G, B multipliers from the file, if it has them
     extras: dict = field(default_factory=dict)
 
     @property
@@ -148,10 +148,12 @@ def _mosaic_from_libraw(raw, name: str) -> Mosaic:
     else:
         white = np.full(len(black_per_colour), raw.white_level, dtype=np.float32)
     normalised, levels = normalise_by_lookup(data, black_per_colour[colors[:2, :2]], white[colors[:2, :2]])
-    wb = raw.camera_whitebalance
-    white_balance = None
-    if wb is not None and len(wb) >= 3 and wb[1] > 0:
-        white_balance = (float(wb[0]) / wb[1], 1.0, float(wb[2]) / wb[1])
+    white_balance, white_balance_source = None, None
+    for source, wb in (("as shot", raw.camera_whitebalance), ("daylight", raw.daylight_whitebalance)):
+        values = np.asarray(wb if wb is not None else [], np.float64)[:3]
+        if values.size == 3 and np.all(np.isfinite(values)) and np.all(values > 0):
+            white_balance, white_balance_source = (float(values[0] / values[1]), 1.0, float(values[2] / values[1])), source
+            break
     return Mosaic(
         data=normalised,
         pattern=letters,
@@ -159,7 +161,7 @@ def _mosaic_from_libraw(raw, name: str) -> Mosaic:
         white_level=float(np.max(white)),
         source=name,
         white_balance=white_balance,
-        extras={"levels": levels},
+        extras={"levels": levels, **({"white_balance_source": white_balance_source} if white_balance_source else {})},
     )
 
 

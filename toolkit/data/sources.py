@@ -5,7 +5,10 @@ packages ship (scikit-image, scikit-learn, matplotlib), and unlimited training s
 the dead-leaves model. The split is by source file, fixed in this module, and checked by tests:
 
 - evaluation: 7 colour photos (`EVAL_PHOTOS`) that training never reads;
-- training: dead-leaves scenes plus the other shipped photos (`TRAIN_PHOTOS`), grey ones tinted.
+- training: dead-leaves scenes plus the other shipped photos (`TRAIN_PHOTOS`), grey ones tinted;
+  recipes after the first also read real camera photographs that a Debian package installs
+  (`SYSTEM_TRAIN_PHOTOS`: `apt-get install mate-backgrounds`, GPL-2+), skipped with a warning
+  when absent.
 """
 from __future__ import annotations
 
@@ -74,6 +77,39 @@ TRAIN_PHOTOS = (
     PackagedPhoto("skimage", "data/moon.png"),
     PackagedPhoto("skimage", "data/coins.png"),
     PackagedPhoto("skimage", "data/cell.png"),
+)
+
+
+@dataclass(frozen=True)
+class SystemPhoto:
+    """A photo file that a Debian package installs (found by path; never downloaded by the code)."""
+
+    path_text: str
+    package: str  # the Debian package that installs it
+    licence: str
+
+    @property
+    def name(self) -> str:
+        return f"debian:{self.package}:{Path(self.path_text).stem}"
+
+    def path(self) -> Path:
+        file = Path(self.path_text)
+        if not file.exists():
+            raise InputError(f"{file} is missing", f"install the Debian package: apt-get install {self.package}")
+        return file
+
+    def sha256(self) -> str:
+        return hashlib.sha256(self.path().read_bytes()).hexdigest()
+
+    def load(self) -> np.ndarray:
+        return read_image_file(self.path())
+
+
+_MATE_NATURE = "/usr/share/backgrounds/mate/nature/"
+SYSTEM_TRAIN_PHOTOS = tuple(
+    SystemPhoto(_MATE_NATURE + name, "mate-backgrounds", "GPL-2+")
+    for name in ("Aqua.jpg", "Blinds.jpg", "Dune.jpg", "FreshFlower.jpg", "Garden.jpg", "GreenMeadow.jpg", "LadyBird.jpg",
+                 "RainDrops.jpg", "Storm.jpg", "TwoWings.jpg", "Wood.jpg", "YellowFlower.jpg")
 )
 
 

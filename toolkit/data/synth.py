@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from toolkit.camera.dng import SONY_A7S2_XYZ_TO_CAM
+from toolkit.camera.colour import SONY_A7S2_XYZ_TO_CAM
 
 SRGB_TO_XYZ = np.array(
     [[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750], [0.0193339, 0.1191920, 0.9503041]]
@@ -33,8 +33,13 @@ class SensorProfile:
 
     def srgb_to_cam(self) -> np.ndarray:
         """Linear sRGB -> camera RGB, rows normalised to 1 so white stays white (Brooks et al.)."""
-        m = self.xyz_to_cam @ SRGB_TO_XYZ
-        return m / m.sum(axis=1, keepdims=True)
+        return srgb_to_cam(self.xyz_to_cam)
+
+
+def srgb_to_cam(xyz_to_cam: np.ndarray) -> np.ndarray:
+    """Linear sRGB -> a camera's RGB, rows normalised to 1 so white stays white (Brooks et al.)."""
+    m = np.asarray(xyz_to_cam, np.float64) @ SRGB_TO_XYZ
+    return m / m.sum(axis=1, keepdims=True)
 
 
 A7S2 = SensorProfile()
@@ -104,16 +109,36 @@ class UnprocessParams:
             brightness_gain=float(1.0 / max(rng.normal(0.8, 0.1), 0.3)),
         )
 
+    @classmethod
+    def sample_wide(cls, rng: np.random.Generator, red: tuple[float, float] = (1.0, 3.2),
+                    blue: tuple[float, float] = (1.1, 3.6)) -> "UnprocessParams":
+        """White balances from sodium and tungsten light (red gain near 1, blue near 3) to shade
+        (red near 3), log-uniform: for training on white-balanced input, where the gains matter
+        only through the noise they amplify in each channel."""
+        return cls(
+            red_gain=float(np.exp(rng.uniform(*np.log(red)))),
+            blue_gain=float(np.exp(rng.uniform(*np.log(blue)))),
+            brightness_gain=float(1.0 / max(rng.normal(0.8, 0.1), 0.3)),
+        )
+
     @property
     def as_shot_neutral(self) -> tuple[float, float, float]:
         """What the camera would store for this white balance (DNG AsShotNeutral)."""
         return (1.0 / self.red_gain, 1.0, 1.0 / self.blue_gain)
 
+    @property
+    def white_balance(self) -> tuple[float, float, float]:
+        """The (R, G, B) multipliers that undo this white balance: what a reader takes from the file."""
+        return (self.red_gain, 1.0, self.blue_gain)
 
-def unprocess(srgb: np.ndarray, params: UnprocessParams, sensor: SensorProfile = A7S2) -> np.ndarray:
-    """sRGB H x W x 3 -> linear camera RGB (white balance and brightness undone), highlights kept."""
+
+def unprocess(srgb: np.ndarray, params: UnprocessParams, sensor: SensorProfile = A7S2,
+              xyz_to_cam: np.ndarray | None = None) -> np.ndarray:
+    """sRGB H x W x 3 -> linear camera RGB (white balance and brightness undone), highlights kept.
+    `xyz_to_cam` renders through another camera's matrix than the sensor's own."""
     linear = gamma_expand(inverse_tone(srgb))
-    cam = linear @ sensor.srgb_to_cam().T
+    matrix = sensor.srgb_to_cam() if xyz_to_cam is None else srgb_to_cam(xyz_to_cam)
+    cam = linear @ matrix.T
     gains = np.array([1.0 / params.red_gain, 1.0, 1.0 / params.blue_gain]) / params.brightness_gain
     gray = cam.mean(axis=-1, keepdims=True)
     mask = (np.maximum(gray - 0.9, 0.0) / 0.1) ** 2  # keep saturated whites from turning grey
@@ -148,9 +173,10 @@ class NoiseParams:
     row_scale: float
 
     @classmethod
-    def sample(cls, rng: np.random.Generator, sensor: SensorProfile = A7S2) -> "NoiseParams":
+    def sample(cls, rng: np.random.Generator, sensor: SensorProfile = A7S2, gain: float | None = None) -> "NoiseParams":
+        """Parameters at a system gain drawn log-uniformly from the sensor's range, or at `gain`."""
         lo, hi = np.log(sensor.gain_range[0]), np.log(sensor.gain_range[1])
-        log_k = rng.uniform(lo, hi)
+        log_k = rng.uniform(lo, hi) if gain is None else float(np.log(gain))
 
         def scale(params: tuple[float, float, float]) -> float:
             slope, bias, sigma = params
@@ -187,26 +213,58 @@ class DarkPair:
     unprocess: UnprocessParams
     noise: NoiseParams
     sensor: SensorProfile = A7S2
+    xyz_to_cam: np.ndarray | None = None  # the camera matrix rendered through (None: the sensor's)
 
     def normalised(self) -> np.ndarray:
-        """The network's input: (raw - black) / (white - black), clipped at 0."""
+        """The mosaic as read: (raw - black) / (white - black), clipped at 0."""
         s = self.sensor
         return np.maximum((self.raw.astype(np.float32) - s.black_level) / (s.white_level - s.black_level), 0.0)
 
+    def white_balanced(self, error: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> np.ndarray:
+        """`normalised()` with the file's white balance applied per Bayer position (RGGB), each gain
+        times `error` (training's augmentation: a reader's estimate is never exact)."""
+        gains = np.asarray(self.unprocess.white_balance, np.float32) * np.asarray(error, np.float32)
+        return apply_white_balance(self.normalised(), gains)
+
+
+def apply_white_balance(mosaic: np.ndarray, gains) -> np.ndarray:
+    """An RGGB mosaic with its R, G and B sites multiplied by `gains` (a new float32 array)."""
+    out = np.array(mosaic, np.float32, copy=True)
+    red, green, blue = (np.float32(g) for g in gains)
+    out[0::2, 0::2] *= red
+    out[0::2, 1::2] *= green
+    out[1::2, 0::2] *= green
+    out[1::2, 1::2] *= blue
+    return out
+
 
 def make_dark_pair(
-    srgb: np.ndarray, ratio: float, rng: np.random.Generator, sensor: SensorProfile = A7S2
+    srgb: np.ndarray, ratio: float, rng: np.random.Generator, sensor: SensorProfile = A7S2,
+    params: UnprocessParams | None = None, xyz_to_cam: np.ndarray | None = None, noise: NoiseParams | None = None,
 ) -> DarkPair:
-    """Turn a clean sRGB image (even H, W) into a (dark noisy RAW, target) pair at an exposure ratio."""
+    """Turn a clean sRGB image (even H, W) into a (dark noisy RAW, target) pair at an exposure ratio.
+    With the defaults, white balance, brightness and noise are drawn from `rng` in a fixed order
+    (the evaluation sets rely on it); `params`, `xyz_to_cam` and `noise` set them instead."""
     srgb = np.asarray(srgb, np.float32)
     height, width = srgb.shape[:2]
     srgb = srgb[: height - height % 2, : width - width % 2]
-    params = UnprocessParams.sample(rng)
-    linear = mosaic_rggb(unprocess(srgb, params, sensor))
-    noise = NoiseParams.sample(rng, sensor)
+    params = UnprocessParams.sample(rng) if params is None else params
+    linear = mosaic_rggb(unprocess(srgb, params, sensor, xyz_to_cam))
+    noise = NoiseParams.sample(rng, sensor) if noise is None else noise
     signal_dn = linear * (sensor.white_level - sensor.black_level) / float(ratio)
     raw = add_sensor_noise(signal_dn, noise, rng, sensor)
-    return DarkPair(raw, np.clip(srgb, 0, 1), float(ratio), params, noise, sensor)
+    return DarkPair(raw, np.clip(srgb, 0, 1), float(ratio), params, noise, sensor, xyz_to_cam)
+
+
+def make_clean_pair(srgb: np.ndarray, rng: np.random.Generator, sensor: SensorProfile = A7S2) -> DarkPair:
+    """A perfect exposure (ratio 1) with no noise beyond 14-bit quantisation: the network's ceiling."""
+    srgb = np.asarray(srgb, np.float32)
+    srgb = srgb[: srgb.shape[0] - srgb.shape[0] % 2, : srgb.shape[1] - srgb.shape[1] % 2]
+    params = UnprocessParams.sample(rng)
+    linear = mosaic_rggb(unprocess(srgb, params, sensor))
+    raw = np.clip(np.rint(linear * (sensor.white_level - sensor.black_level) + sensor.black_level), 0, sensor.white_level)
+    none = NoiseParams(system_gain=0.0, read_scale=0.0, read_lambda=0.0, row_scale=0.0)
+    return DarkPair(raw.astype(np.uint16), np.clip(srgb, 0, 1), 1.0, params, none, sensor)
 
 
 def sample_scene(seed: int, size: tuple[int, int] = (512, 768), ratio: float = 300.0, r_min: float = 8.0) -> DarkPair:

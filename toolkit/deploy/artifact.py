@@ -23,7 +23,8 @@ from toolkit.errors import UserError
 from toolkit.fileio import atomic_write_json, file_sha256
 
 SCHEMA = "llpacknet-edge/artifact"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2 added the white_balance step; version 1 manifests (no such step) are still read
+READABLE_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 REQUIRED = ("schema", "schema_version", "target", "precision", "size", "model", "input", "output", "files", "validation")
 
@@ -32,10 +33,20 @@ class ArtifactError(UserError):
     """An artifact folder that is incomplete, altered or from an unknown schema."""
 
 
+WHITE_BALANCE_STEP = {
+    "file": {"step": "white_balance", "applied": True,
+             "formula": "x[y, x] *= gains[c] for the CFA colour c of each site (R, G, B multipliers, G = 1)",
+             "gains": "the RAW file's as-shot white balance (DNG AsShotNeutral: gains = 1 / neutral), else its daylight "
+                      "balance, else a grey-world estimate of the mosaic; or gains the user gives"},
+    "none": {"step": "white_balance", "applied": False, "formula": "none: these weights take the mosaic as read"},
+}
+
+
 def io_contract(size: tuple[int, int], amplifier: tuple[list[float], float] | None, sigmoid: bool,
-                layout: str = "NCHW") -> tuple[dict, dict]:
+                layout: str = "NCHW", white_balance: str = "none") -> tuple[dict, dict]:
     """The input and output sections of a manifest for an artifact of `size` = (H, W) whose model
-    file takes and gives `layout` (NCHW, or NHWC for TFLite)."""
+    file takes and gives `layout` (NCHW, or NHWC for TFLite); `white_balance` is the weights'
+    input contract ("file" or "none", `toolkit.model.checkpoint.input_contract`)."""
     height, width = size
     h, w = height // 16, width // 16
     nhwc = layout == "NHWC"
@@ -44,7 +55,7 @@ def io_contract(size: tuple[int, int], amplifier: tuple[list[float], float] | No
         coefficients, intercept = amplifier
         gain["automatic"] = {
             "formula": "gain = intercept + sum_i coefficients[i] * histogram[i]; gain <= 0 -> 1e-4",
-            "histogram": "fraction of the pixels of the normalised, unpadded mosaic in each bin "
+            "histogram": "fraction of the pixels of the normalised (and white-balanced, if applied), unpadded mosaic in each bin "
                          "[edges[i], edges[i+1]) (last bin closed), numpy.histogram rules",
             "edges": [float(e) for e in HISTOGRAM_EDGES],
             "coefficients": [float(c) for c in coefficients],
@@ -58,6 +69,7 @@ def io_contract(size: tuple[int, int], amplifier: tuple[list[float], float] | No
         "preprocessing": [
             {"step": "normalise", "formula": "x = max((raw - black[c]) / (white[c] - black[c]), 0)",
              "levels": "per CFA colour c, from the RAW file's metadata"},
+            WHITE_BALANCE_STEP[white_balance],
             {"step": "bayer_phase", "formula": "reflect-pad 1 row on top if the pattern is GBRG or BGGR and 1 column "
              "on the left if it is GRBG or BGGR, so pixel (0, 0) is red (RGGB)"},
             {"step": "pad", "formula": f"reflect-pad at the bottom and right to {height} x {width}"},
@@ -130,9 +142,9 @@ def read_manifest(folder: str | os.PathLike) -> dict:
     if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA:
         raise ArtifactError(f"{path} is not an LLPackNet Edge manifest", "export the artifact again")
     version = manifest.get("schema_version")
-    if type(version) is not int or version != SCHEMA_VERSION:
+    if type(version) is not int or version not in READABLE_VERSIONS:
         raise ArtifactError(
-            f"{path} has schema version {_short(version)}, this toolkit reads version {SCHEMA_VERSION}",
+            f"{path} has schema version {_short(version)}, this toolkit reads versions {', '.join(map(str, READABLE_VERSIONS))}",
             "use the toolkit version that wrote it, or export again",
         )
     missing = [k for k in REQUIRED if k not in manifest]
@@ -239,13 +251,21 @@ def _check_files(root: Path, path: Path, files: dict) -> None:
             raise ArtifactError(f"{root}: {name} does not match its checksum (altered or truncated)", "copy the artifact again")
 
 
-def automatic_gain(manifest: dict, mosaic) -> float | None:
+def automatic_gain(manifest: dict, mosaic, white_balance=None) -> float | None:
     """The paper's amplifier from the constants in a manifest (numpy only); None if it has none.
-    `mosaic`: a 2-D array, or a `Mosaic` (whose reader may have counted its levels already)."""
+    `mosaic`: a 2-D array, or a `Mosaic` (whose reader may have counted its levels already);
+    `white_balance`: the (R, G, B) gains the mosaic is multiplied by first, if the artifact expects it."""
     gain_step = next(s for s in manifest["input"]["preprocessing"] if s["step"] == "gain")
     auto = gain_step.get("automatic")
     if auto is None:
         return None
-    counts, size = mosaic_histogram(mosaic, np.asarray(auto["edges"], np.float64))
+    counts, size = mosaic_histogram(mosaic, np.asarray(auto["edges"], np.float64), white_balance)
     value = float(np.dot(counts / size, auto["coefficients"]) + auto["intercept"])
     return value if value > 0 else 1e-4
+
+
+def white_balance_contract(manifest: dict) -> str:
+    """"file" if the artifact's input is white-balanced before packing, else "none" (version 1 manifests
+    have no such step: their weights take the mosaic as read)."""
+    steps = [s for s in manifest["input"]["preprocessing"] if s["step"] == "white_balance"]
+    return "file" if steps and steps[0].get("applied") is True else "none"

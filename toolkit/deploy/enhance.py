@@ -17,6 +17,7 @@ from typing import Callable
 
 import numpy as np
 
+from toolkit.camera.colour import WhiteBalance, choose_white_balance, normalise_gains, parse_white_balance
 from toolkit.camera.raw import NPY_SUFFIX, RAW_SUFFIXES, Mosaic, read_mosaic
 from toolkit.errors import InputError, OutputError, UserError, require_torch
 from toolkit.fileio import check_output_path, image_format, write_image
@@ -71,6 +72,7 @@ class EnhanceResult:
     gain: float  # the amplification applied (automatic gamma or the given ratio)
     seconds: dict[str, float] = field(default_factory=dict)
     tiles: int = 1  # windows the network ran on (1: the whole image at once)
+    white_balance: WhiteBalance | None = None  # applied before packing (weights that expect it), else None
 
 
 class TorchBackend:
@@ -90,8 +92,13 @@ class TorchBackend:
     def has_amplifier(self) -> bool:
         return self.model.config.amplifier
 
-    def automatic_gain(self, mosaic: Mosaic) -> float:
-        return self.model.automatic_gain(mosaic)
+    def automatic_gain(self, mosaic: Mosaic, white_balance=None) -> float:
+        return self.model.automatic_gain(mosaic, white_balance)
+
+    @property
+    def white_balance_contract(self) -> str:
+        """"file": the weights expect the mosaic white-balanced before packing; "none": as read."""
+        return self.model.input_contract["white_balance"]
 
     layout = "NCHW"
 
@@ -131,10 +138,16 @@ class ArtifactBackend:
         gain = next(s for s in self.manifest["input"]["preprocessing"] if s["step"] == "gain")
         return "automatic" in gain
 
-    def automatic_gain(self, mosaic: Mosaic) -> float:
+    def automatic_gain(self, mosaic: Mosaic, white_balance=None) -> float:
         from .artifact import automatic_gain
 
-        return automatic_gain(self.manifest, mosaic)
+        return automatic_gain(self.manifest, mosaic, white_balance)
+
+    @property
+    def white_balance_contract(self) -> str:
+        from .artifact import white_balance_contract
+
+        return white_balance_contract(self.manifest)
 
     @property
     def layout(self) -> str:
@@ -189,6 +202,7 @@ class Enhancer:
         threads: int | None = None,
         tile: str | int | None = "auto",
         memory_budget_mb: float | None = None,
+        white_balance: str | tuple[float, float, float] | None = "file",
     ):
         """`checkpoint` runs the PyTorch model; `model` an exported artifact folder instead.
 
@@ -198,6 +212,7 @@ class Enhancer:
         if checkpoint is not None and model is not None:
             raise UserError("give either a checkpoint or an artifact folder (--model), not both")
         self.ratio = parse_ratio(ratio)
+        self.white_balance = parse_white_balance(white_balance) if isinstance(white_balance, (str, type(None))) else normalise_gains(white_balance)
         self.checkpoint, self.model, self.threads = checkpoint, model, threads
         self.tile = parse_tile(tile)
         if memory_budget_mb is not None and not (math.isfinite(memory_budget_mb) and memory_budget_mb > 0):
@@ -223,11 +238,17 @@ class Enhancer:
     def trained(self) -> bool:
         return self.backend.trained
 
-    def choose_gain(self, mosaic: Mosaic, ratio: float | None = None) -> float:
+    def choose_white_balance(self, mosaic: Mosaic) -> WhiteBalance | None:
+        """The white balance to apply, for weights that expect white-balanced input; else None."""
+        if self.backend.white_balance_contract != "file":
+            return None
+        return choose_white_balance(mosaic, self.white_balance)
+
+    def choose_gain(self, mosaic: Mosaic, ratio: float | None = None, white_balance: WhiteBalance | None = None) -> float:
         ratio = ratio if ratio is not None else self.ratio
         if ratio is not None:
             return ratio
-        gain = self.backend.automatic_gain(mosaic)
+        gain = self.backend.automatic_gain(mosaic, white_balance.gains if white_balance else None)
         if not (math.isfinite(gain) and 0 < gain <= MAX_GAIN):  # only damaged amplifier constants get here
             raise self._model_error(f"the model's automatic gain is {gain:g}, outside (0, {MAX_GAIN:g}]",
                                     "pass the exposure ratio instead, for example --ratio 100")
@@ -283,7 +304,7 @@ class Enhancer:
         """Restore one mosaic; `ratio` overrides the enhancer's own setting for this call. `bits` 8 or 16
         returns the image already rounded to uint8/uint16 (what gets written; a quarter or half of
         the float image's memory), None float32 in [0, 1]."""
-        from toolkit.camera.bayer import GRID, OUTPUT_DTYPES, new_image, pack_window, plan_placement, unpack_into
+        from toolkit.camera.bayer import GRID, OUTPUT_DTYPES, new_image, pack_window, plan_placement, plane_gains, unpack_into
 
         from .tiling import run_strips, run_windows
 
@@ -299,12 +320,14 @@ class Enhancer:
         size = None if static is None else (max(static[0], natural.padded_height), max(static[1], natural.padded_width))
         placement = plan_placement(*mosaic.shape, mosaic.pattern, size=size)
         cells = (placement.padded_height // GRID, placement.padded_width // GRID)
-        gain = self.choose_gain(mosaic, ratio)
+        balance = self.choose_white_balance(mosaic)
+        gain = self.choose_gain(mosaic, ratio, balance)
+        multipliers = plane_gains(gain, balance.gains if balance else None)
 
         layout = backend.layout
 
         def packed_window(rows: tuple[int, int], columns: tuple[int, int]) -> np.ndarray:
-            return pack_window(mosaic.data, placement, rows, columns, gain, layout)
+            return pack_window(mosaic.data, placement, rows, columns, multipliers, layout)
 
         image = new_image(mosaic.shape, bits, self._images)
         origin = (placement.top, placement.left)
@@ -334,7 +357,7 @@ class Enhancer:
         except FloatingPointError:  # damaged weights (or absurd inputs): never write garbage pixels
             raise self._model_error(f"the network's output holds NaN or Inf values (gain {gain:g})",
                                     "check the model or checkpoint, and the input's levels") from None
-        return EnhanceResult(image, gain, seconds, tiles)
+        return EnhanceResult(image, gain, seconds, tiles=tiles, white_balance=balance)
 
     def enhance_file(
         self,

@@ -64,14 +64,16 @@ def _version(package: str) -> str | None:
         return None
 
 
-def validation_inputs(size: tuple[int, int], count: int = VALIDATION_SCENES) -> list[tuple[str, np.ndarray, np.ndarray, Placement]]:
-    """(name, packed input, target sRGB, placement) for held-out scenes padded to `size` (true ratio as gain)."""
-    from toolkit.data.dataset import evaluation_scenes
+def validation_inputs(size: tuple[int, int], count: int = VALIDATION_SCENES,
+                      white_balance: str = "none") -> list[tuple[str, np.ndarray, np.ndarray, Placement]]:
+    """(name, packed input, target sRGB, placement) for held-out scenes padded to `size` (true ratio as
+    gain), white-balanced for weights whose input contract asks for it."""
+    from toolkit.data.dataset import evaluation_scenes, network_mosaic
 
     scenes = evaluation_scenes(crop=size, crops_per_photo=1, ratios=(100, 300))[:count]
     out = []
     for scene in scenes:
-        grid, place = to_network_grid(scene.pair.normalised(), "RGGB", size=size)
+        grid, place = to_network_grid(network_mosaic(scene.pair, white_balance), "RGGB", size=size)
         packed = pack_network_input(grid, scene.ratio)
         out.append((scene.name, packed, scene.pair.target, place))
     return out
@@ -126,7 +128,8 @@ def export(
     model = load_model(checkpoint)
     body = PackedBody(model).eval()
 
-    scenes = validation_inputs((height, width))
+    white_balance = model.input_contract["white_balance"]
+    scenes = validation_inputs((height, width), white_balance=white_balance)
     with torch.inference_mode():  # the FP32 answers every attempt is compared with, computed once
         references = [body(torch.from_numpy(packed)).numpy() for _, packed, _, _ in scenes]
 
@@ -139,9 +142,9 @@ def export(
             if not model.config.amplifier:  # the amplifier brings the user's RAW files to the network's range
                 raise UserError(f"{model.variant} has no amplifier to set the gain of calibration RAW files",
                                 "leave --calibration out to use the synthetic calibration set")
-            calibration_set = raw_folder_calibration(calibration, model.automatic_gain)
+            calibration_set = raw_folder_calibration(calibration, model.automatic_gain, white_balance=white_balance)
         else:
-            calibration_set = synthetic_calibration()
+            calibration_set = synthetic_calibration(white_balance=white_balance)
         attempts_to_try = list(remedies(target.name))
 
     with staged_folder(out_dir) as stage:
@@ -178,7 +181,8 @@ def export(
                 f"max abs error {validation['max_abs_error']:.2e}, {validation['psnr_vs_fp32_db']} dB against FP32; nothing was written",
                 "re-run with --allow-degraded to keep it anyway (the manifest will say so)",
             )
-        inputs, outputs = io_contract((height, width), amplifier_affine(model), model.config.sigmoid, target.layout)
+        inputs, outputs = io_contract((height, width), amplifier_affine(model), model.config.sigmoid, target.layout,
+                                      model.input_contract["white_balance"])
         if hasattr(runner, "io_quantization"):  # integer I/O: the caller quantises and dequantises
             quant = runner.io_quantization()
             for section, key in ((inputs, "input"), (outputs, "output")):

@@ -147,6 +147,7 @@ def load_model(path: str | os.PathLike | None = None, variant: str | None = None
             torch.manual_seed(UNTRAINED_SEED)
             model = create_model(variant or DEFAULT_VARIANT)
         model.checkpoint_info = {"path": None, "sha256": None, "trained": False}
+        model.input_contract = {"white_balance": "none"}
         return model.eval()
     file = Path(path) if path is not None else DEFAULT_CHECKPOINT
     blob = _read_checkpoint_file(file)
@@ -157,7 +158,31 @@ def load_model(path: str | os.PathLike | None = None, variant: str | None = None
     check_fit(model, state, str(file))
     model.load_state_dict({k: v.to(torch.float32) for k, v in state.items()})
     model.checkpoint_info = {"path": str(file), "sha256": file_sha256(file), "trained": True}
+    model.input_contract = input_contract(blob, str(file))
     return model.eval()
+
+
+WHITE_BALANCE_CONTRACTS = ("none", "file")
+
+
+def input_contract(blob: dict, source: str) -> dict:
+    """What the weights expect of their input beyond the architecture: `white_balance` "file" (the
+    mosaic multiplied by the file's white balance before packing, as `llpack train` recipes after
+    the first do) or "none" (as read: the official weights and the first default weights)."""
+    contract = blob.get("input", {"white_balance": "none"})
+    if not isinstance(contract, dict) or contract.get("white_balance") not in WHITE_BALANCE_CONTRACTS:
+        raise CheckpointError(f"checkpoint {source} has an unreadable input contract ({str(contract)[:80]})",
+                              f"its 'input' entry must say white_balance: one of {', '.join(WHITE_BALANCE_CONTRACTS)}")
+    return {"white_balance": contract["white_balance"]}
+
+
+def read_training_meta(path: str | os.PathLike) -> dict:
+    """The recipe and step a checkpoint written by `llpack train` records ({} for others)."""
+    blob = _read_checkpoint_file(Path(path))
+    recipe, step = blob.get("recipe"), blob.get("step")
+    if isinstance(recipe, str) and isinstance(step, int) and step >= 0:
+        return {"recipe": recipe, "step": step}
+    return {}
 
 
 def save_checkpoint(model: LLPackNet, path: str | os.PathLike, **extra) -> None:

@@ -164,12 +164,13 @@ class LLPackNet(nn.Module):
         """The per-plane 3x3 convolutions of R, G1, G2, B, in packed-channel order."""
         return self.RDBr, self.RDBg1, self.RDBg2, self.RDBb
 
-    def automatic_gain(self, mosaic) -> float:
+    def automatic_gain(self, mosaic, white_balance=None) -> float:
         """The amplifier's gain for one normalised mosaic (numpy in, float out), from its histogram
         over `HISTOGRAM_EDGES` (numpy's rules, as `gain` counts them). `mosaic`: a 2-D array, or a
-        `Mosaic` (whose reader may have counted its levels already)."""
+        `Mosaic` (whose reader may have counted its levels already); `white_balance`: the (R, G, B)
+        gains it is multiplied by first, for weights that expect white-balanced input."""
         self._require_amplifier()
-        counts, size = mosaic_histogram(mosaic, HISTOGRAM_EDGES)
+        counts, size = mosaic_histogram(mosaic, HISTOGRAM_EDGES, white_balance)
         with torch.inference_mode():
             hist = torch.from_numpy(np.asarray(counts, np.float32))[None] / size
             return float(self.amplifier.forward_histogram(hist).reshape(()))

@@ -1,9 +1,61 @@
-"""Training settings, kept free of torch so the CLI can describe them on a device without it."""
+"""Training settings and the registry of named recipes, kept free of torch so the CLI can describe
+them on a device without it.
+
+A recipe is everything about *what* the network learns (data mix, exposure ratios, colour
+rendering, the input's white balance, the loss); `TrainConfig` is *how long and how fast*. The
+recipe's name is recorded in every checkpoint it produces, so weights say what they expect.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from toolkit.data.dataset import DataMix
 from toolkit.model.variants import DEFAULT_VARIANT
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What a training run teaches: its data (`DataMix`: sources, exposure ratios, colour, the
+    input's white balance) and its loss, as (term, weight) pairs of `toolkit.training.losses`."""
+
+    name: str
+    description: str
+    data: DataMix
+    loss: tuple[tuple[str, float], ...]
+    # The body sees the amplifier's gain instead of the (jittered) true ratio for this share of the
+    # samples whose ratio is at least the given one, so `--ratio auto` works with the same weights;
+    # below it (near-clean inputs) a histogram says little about the exposure.
+    auto_gain: tuple[float, float] = (0.5, 0.0)
+
+
+RECIPES: dict[str, Recipe] = {
+    "synth-v1": Recipe(
+        "synth-v1", "the first default weights: A7S II colour, x100-x300, dead leaves and packaged photos, L1",
+        data=DataMix(), loss=(("l1", 1.0),),
+    ),
+    "detail-wb-v2": Recipe(
+        "detail-wb-v2",
+        "white-balanced input from the file's metadata; cameras mixed; x1 (clean) to x300 at every sensor gain; "
+        "photos, textured dead leaves, stripes and text; L1 plus image-gradient loss for detail",
+        data=DataMix(
+            white_balance="file",
+            ratio_bands=((0.6, 80.0, 320.0), (0.3, 10.0, 80.0), (0.1, 1.0, 10.0)),
+            sources=(("photos", 0.45), ("leaves", 0.15), ("textured_leaves", 0.2), ("stripes", 0.1), ("text", 0.1)),
+            cameras="mixed", white_balance_error=0.04, wide_white_balance=True, downscale=(0.35, 1.0),
+        ),
+        loss=(("l1", 1.0), ("gradient", 0.2)),
+        auto_gain=(0.3, 50.0),
+    ),
+}
+DEFAULT_RECIPE = "detail-wb-v2"
+
+
+def get_recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        from toolkit.errors import UserError, closest_hint
+
+        raise UserError(f"unknown training recipe '{name}'", closest_hint(name, RECIPES))
+    return RECIPES[name]
 
 
 @dataclass
@@ -23,3 +75,7 @@ class TrainConfig:
     checkpoint_every: int = 250
     log_every: int = 50
     device: str = "auto"
+    recipe: str = DEFAULT_RECIPE
+    precision: str = "fp32"  # "bf16": autocast where the CPU or GPU computes bf16 natively
+    validate_every: int = 0  # steps between validations that keep the best weights (0: never)
+    save_every_s: float = 600.0  # also save the resume state this often (seconds of training)

@@ -1,16 +1,17 @@
-"""`llpack train`: train LLPackNet on synthetic dark RAW pairs, on CPU or GPU, resumably.
+"""`llpack train`: train LLPackNet on synthetic dark RAW pairs, on CPU or GPU, resumably, for hours.
 
-Design choices (see README, "Training"):
-- L1 between the network output and the clean sRGB target.
+Design choices (see docs/training.md):
+- A named recipe (`config.RECIPES`) fixes what is learnt: the data mix, the input's white balance
+  and the loss; every checkpoint records its recipe, step and input contract.
 - The paper's amplifier (two Linear layers, no activation: an affine map of the histogram) is
   fitted first, in closed form, to predict the exposure ratio of synthetic samples (non-negative
   least squares on the relative error, so the gain can never fall to the paper's 1e-4 floor),
-  then frozen. Adam at 1e-4 would need far more steps to move a linear map to gains of 100-300
-  than a CPU budget allows, and the closed form is exact.
-- The body then sees, at random, the true ratio (slightly jittered) or the amplifier's
-  estimate, so both `--ratio true` and `--ratio auto` work with the same weights.
-- Everything written (state, final checkpoint, loss log and plot) is written atomically; a
-  run interrupted at any point continues from its last state with the same results.
+  then frozen. Adam would need far more steps to move a linear map to gains of 100-300 than a
+  CPU budget allows, and the closed form is exact.
+- The body then sees the true ratio (slightly jittered) or, for a share of the dark samples, the
+  amplifier's estimate, so both `--ratio true` and `--ratio auto` work with the same weights.
+- The resume state lives outside the work tree and is saved by steps and by time; everything
+  written is written atomically, so a run interrupted at any point continues with the same results.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ import csv
 import io
 import logging
 import math
+import os
+import platform
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -34,13 +37,15 @@ from toolkit.model.checkpoint import save_checkpoint
 from toolkit.model.llpacknet import create_model
 from toolkit.progress import Progress
 
-from .config import TrainConfig
+from .config import TrainConfig, get_recipe
+from .losses import combined_loss
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "train_state.pt"
-_RESUMABLE_CHANGES = ("steps", "checkpoint_every", "log_every", "device")  # may differ on resume
+_RESUMABLE_CHANGES = ("steps", "checkpoint_every", "log_every", "device", "precision", "save_every_s", "validate_every")  # may differ on resume
 FINAL_FILE = "llpacknet.pt"
+BEST_FILE = "best.pt"
 
 
 @dataclass
@@ -50,7 +55,8 @@ class TrainLog:
     def csv_bytes(self) -> bytes:
         buf = io.StringIO()
         if self.rows:
-            writer = csv.DictWriter(buf, fieldnames=list(self.rows[0]))
+            names = list(dict.fromkeys(k for row in self.rows for k in row))
+            writer = csv.DictWriter(buf, fieldnames=names, restval="")
             writer.writeheader()
             writer.writerows(self.rows)
         return buf.getvalue().encode()
@@ -107,7 +113,8 @@ def fit_amplifier(amplifier: torch.nn.Module, histograms: np.ndarray, ratios: np
 
 
 def amplifier_data(sampler: TrainingSampler, count: int, seed: int, show_progress: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Histograms and true ratios of `count` synthetic dark samples (disjoint from training batches)."""
+    """Histograms (of what the network sees) and true ratios of `count` synthetic dark samples,
+    disjoint from training batches."""
     from toolkit.camera.bayer import exposure_histogram
 
     bar = Progress(count, "amplifier fit", show_progress)
@@ -115,7 +122,8 @@ def amplifier_data(sampler: TrainingSampler, count: int, seed: int, show_progres
     for i in range(count):
         rng = np.random.default_rng([seed, 3, i])
         pair, ratio = sampler.sample(rng)
-        hists.append(exposure_histogram(pair.normalised()))
+        mosaic = pair.normalised() if sampler.mix.legacy else sampler.network_input(pair, rng)
+        hists.append(exposure_histogram(mosaic))
         ratios.append(ratio)
         bar.update(i + 1)
     return np.array(hists, np.float64), np.array(ratios, np.float64)
@@ -141,17 +149,86 @@ def _save_plot(path: Path, rows: list[dict]) -> None:
     plt.close(fig)
 
 
-def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progress: bool = True) -> dict:
-    """Train (or continue training) into `out_dir`; returns a summary with the final checkpoint path."""
+def default_state_dir(out_dir: str | Path) -> Path:
+    """Where `llpack train` keeps a run's resume state: outside the work tree, in the user's cache
+    ($LLPACK_CACHE, else $XDG_CACHE_HOME/llpack, else ~/.cache/llpack), one folder per run name."""
+    root = os.environ.get("LLPACK_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "llpack"
+    return Path(root) / "train" / Path(out_dir).resolve().name
+
+
+def autocast_dtype(precision: str, device: torch.device):
+    """The autocast dtype for `precision` on `device`, or None for plain FP32."""
+    if precision == "fp32":
+        return None
+    if precision != "bf16":
+        raise UserError(f"--precision must be fp32 or bf16, not '{precision}'")
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise UserError("this GPU has no bf16", "use --precision fp32")
+    return torch.bfloat16
+
+
+def _validation_set(sampler: TrainingSampler, count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A fixed set from the training distribution (its own seed stream, never a training batch):
+    what 'best weights so far' is judged on. The held-out evaluation sets stay untouched."""
+    inputs, targets, ratios = [], [], []
+    for i in range(count):
+        rng = np.random.default_rng([seed, 5, i])
+        pair, ratio = sampler.sample(rng)
+        inputs.append(sampler.network_input(pair, rng)[None])
+        targets.append(pair.target.transpose(2, 0, 1))
+        ratios.append(ratio)
+    return (torch.from_numpy(np.stack(inputs)), torch.from_numpy(np.ascontiguousarray(np.stack(targets))),
+            torch.from_numpy(np.array(ratios, np.float32)))
+
+
+def validation_psnr(model: torch.nn.Module, data, device: torch.device, dtype) -> float:
+    """Mean PSNR (dB) over the validation images at their true ratios, output clipped as shipped."""
+    x, y, ratio = data
+    scores = []
+    model.eval()
+    with torch.inference_mode():
+        for i in range(len(x)):
+            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                out = model(x[i : i + 1].to(device), gain=ratio[i : i + 1].to(device))
+            mse = ((out.float().clamp(0, 1) - y[i : i + 1].to(device)) ** 2).mean().item()
+            scores.append(10 * math.log10(1.0 / max(mse, 1e-12)))
+    model.train()
+    return float(np.mean(scores))
+
+
+def _weights_meta(recipe_name: str, white_balance: str, step: int, record: dict) -> dict:
+    """What a checkpoint written by training says about itself: the input it expects first."""
+    return {"input": {"white_balance": white_balance}, "recipe": recipe_name, "step": step, "meta": record}
+
+
+def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progress: bool = True,
+          state_dir: str | Path | None = None, init: str | Path | None = None, stop_after_s: float | None = None,
+          command: str | None = None) -> dict:
+    """Train (or continue training) into `out_dir`; returns a summary with the final checkpoint path.
+
+    The resume state lives in `state_dir` (default: `out_dir`; the CLI puts it in the user's cache,
+    outside any work tree) and is written every `checkpoint_every` steps and every `save_every_s`
+    seconds. Without a state, `init` (a checkpoint, e.g. the committed weights) seeds the network
+    and the run goes on from the step it records, with a fresh optimiser. With `validate_every`,
+    the best weights so far are kept as `best.pt` (with `best.json`) in both folders.
+    `stop_after_s` ends the run cleanly after that much time (the state is saved; run again to go on).
+    """
+    recipe = get_recipe(cfg.recipe)
+    mix = recipe.data
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    state_root = Path(state_dir) if state_dir is not None else out
+    state_root.mkdir(parents=True, exist_ok=True)
     device = pick_device(cfg.device)
+    dtype = autocast_dtype(cfg.precision, device)
     model = _new_model(cfg).to(device)
     body_params = [p for n, p in model.named_parameters() if not n.startswith("amplifier.")]
     optimizer = torch.optim.Adam([{"params": body_params, "peak": cfg.lr}], lr=cfg.lr)
     history = TrainLog()
-    start_step, elapsed_before, amplifier_fit_error = 0, 0.0, None
-    state_path = out / STATE_FILE
+    start_step, elapsed_before, amplifier_fit_error, best = 0, 0.0, None, None
+    segments: list[dict] = []
+    state_path = state_root / STATE_FILE
+    amplifier_ready = False
     if resume and state_path.exists():
         state = torch.load(state_path, map_location="cpu", weights_only=True)
         saved = {k: v for k, v in state["config"].items() if k not in _RESUMABLE_CHANGES}
@@ -164,35 +241,84 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
         history.rows = state["log"]
         start_step, elapsed_before = int(state["step"]), float(state["elapsed_s"])
         amplifier_fit_error = state.get("amplifier_fit_error")
+        best = state.get("best")
+        segments = list(state.get("segments", []))
+        amplifier_ready = True
         log.info("resuming %s at step %d of %d", state_path, start_step, cfg.steps)
+    elif init is not None:
+        from toolkit.model.checkpoint import load_model, read_training_meta
+
+        seed_model = load_model(init)
+        if seed_model.variant != cfg.variant:
+            raise UserError(f"--init {init} is {seed_model.variant}, not {cfg.variant}")
+        model.load_state_dict(seed_model.state_dict())
+        meta = read_training_meta(init)
+        if meta.get("recipe") == cfg.recipe:
+            start_step = min(int(meta.get("step", 0)), cfg.steps)
+            amplifier_ready = True
+        log.info("no resume state: starting from %s at step %d with a fresh optimiser", init, start_step)
     photos = load_photo_dir(cfg.photos_dir) if cfg.photos_dir else []
-    pool_bar = Progress(cfg.pool_size, "scenes", show_progress)
-    sampler = TrainingSampler(cfg.seed, cfg.crop, cfg.batch_size, cfg.pool_size, extra_photos=photos, on_progress=pool_bar.update)
+    pool_bar = Progress(TrainingSampler.pool_count(cfg.pool_size, mix), "scenes", show_progress)
+    sampler = TrainingSampler(cfg.seed, cfg.crop, cfg.batch_size, cfg.pool_size, extra_photos=photos,
+                              on_progress=pool_bar.update, mix=mix)
     bar = Progress(cfg.steps, "train", show_progress, start=start_step)
     if model.config.amplifier:
-        if start_step == 0:
+        if not amplifier_ready:
             hists, ratios = amplifier_data(sampler, cfg.amplifier_samples, cfg.seed, show_progress)
             amplifier_fit_error = fit_amplifier(model.amplifier, hists, ratios)
             log.info("amplifier fitted: median |log gain error| %.3f", amplifier_fit_error)
         model.amplifier.requires_grad_(False)
+    validation = _validation_set(sampler, 16, cfg.seed) if cfg.validate_every else None
+    if device.type == "cpu":
+        model = model.to(memory_format=torch.channels_last)
     model.train()
     started = time.monotonic()
+    last_save = started
+    segment = {"start_step": start_step, "device": str(device), "precision": cfg.precision, "torch": str(torch.__version__),
+               "threads": torch.get_num_threads(), "host": platform.node(), "started": _now(),
+               "command": command or "python: toolkit.training.trainer.train", "init": str(init) if init and not amplifier_ready else None}
     window: list[tuple[float, float]] = []
 
-    def checkpoint(step: int) -> None:
+    def record_now(step: int) -> dict:
         elapsed = elapsed_before + time.monotonic() - started
+        return {"variant": cfg.variant, "recipe": cfg.recipe, "steps": step, "seed": cfg.seed, "config": asdict(cfg),
+                "data_version": f"{DATA_VERSION}+{cfg.recipe}", "train_seconds": round(elapsed, 1), "device": str(device),
+                "torch": str(torch.__version__), "final_l1": history.rows[-1]["l1"] if history.rows else None,
+                "amplifier_fit_median_log_error": amplifier_fit_error, "input": {"white_balance": mix.white_balance},
+                "segments": segments + [{**segment, "end_step": step, "seconds": round(time.monotonic() - started, 1)}],
+                "best": best}
+
+    def save_weights(path: Path, step: int) -> None:
+        save_checkpoint(model, path, **_weights_meta(cfg.recipe, mix.white_balance, step, record_now(step)))
+
+    def checkpoint(step: int) -> None:
         payload = {
-            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "model": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
             "optimizer": optimizer.state_dict(),
-            "step": step, "elapsed_s": elapsed, "config": asdict(cfg), "log": history.rows,
-            "amplifier_fit_error": amplifier_fit_error,
+            "step": step, "elapsed_s": elapsed_before + time.monotonic() - started, "config": asdict(cfg), "log": history.rows,
+            "amplifier_fit_error": amplifier_fit_error, "best": best,
+            "segments": segments + [{**segment, "end_step": step, "seconds": round(time.monotonic() - started, 1)}],
         }
         with atomic_path(state_path) as tmp:
             torch.save(payload, tmp)
-        atomic_write_bytes(out / "loss.csv", history.csv_bytes())
+        for folder in {out, state_root}:
+            atomic_write_bytes(folder / "loss.csv", history.csv_bytes())
         if history.rows:
             _save_plot(out / "loss.png", history.rows)
 
+    def validate(step: int) -> None:
+        nonlocal best
+        score = validation_psnr(model, validation, device, dtype)
+        if history.rows and history.rows[-1]["step"] == step:
+            history.rows[-1]["val_psnr"] = round(score, 4)
+        if best is None or score > best["psnr_db"]:
+            best = {"step": step, "psnr_db": round(score, 4)}
+            for folder in {out, state_root}:
+                save_weights(folder / BEST_FILE, step)
+                atomic_write_json(folder / BEST_FILE.replace(".pt", ".json"), record_now(step))
+            log.info("step %d: validation %.2f dB, the best so far: kept", step, score)
+
+    stopped_early, done = False, start_step
     with ThreadPoolExecutor(1) as pool:  # synthesise the next batch while this one trains
         upcoming = pool.submit(sampler.batch, start_step) if start_step < cfg.steps else None
         for step in range(start_step, cfg.steps):
@@ -205,7 +331,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
                 group["lr"] = learning_rate(step, cfg, group["peak"])
             step_rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)  # resumable: no global RNG
             jitter = torch.randn(len(ratios), generator=step_rng).to(device)
-            use_predicted = (torch.rand(len(ratios), generator=step_rng) < 0.5).to(device)
+            share, min_ratio = recipe.auto_gain
+            use_predicted = ((torch.rand(len(ratios), generator=step_rng) < share) & (torch.from_numpy(ratios) >= min_ratio)).to(device)
             gain = ratio * torch.exp(jitter * cfg.ratio_jitter)
             gain_error = torch.zeros(())
             if model.config.amplifier:
@@ -213,41 +340,55 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
                     predicted = model.gain(x).reshape(-1)
                 gain_error = (torch.log(predicted) - torch.log(ratio)).abs().mean()
                 gain = torch.where(use_predicted, predicted, gain)
-            loss = (model(x, gain=gain) - y).abs().mean()
+            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                output = model(x, gain=gain)
+            loss, terms = combined_loss(recipe.loss, output.float(), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            window.append((loss.item(), gain_error.item()))
+            window.append((terms.get("l1", float(loss.detach())), float(loss.detach()), gain_error.item()))
             done = step + 1
             if done % cfg.log_every == 0 or done == cfg.steps:
-                l1, gerr = np.mean(window, axis=0)
-                history.rows.append({"step": done, "l1": round(float(l1), 6), "gain_err": round(float(gerr), 5),
-                                     "lr": round(optimizer.param_groups[0]["lr"], 8)})
+                l1_mean, loss_mean, gerr = np.mean(window, axis=0)
+                history.rows.append({"step": done, "l1": round(float(l1_mean), 6), "loss": round(float(loss_mean), 6),
+                                     "gain_err": round(float(gerr), 5), "lr": round(optimizer.param_groups[0]["lr"], 8)})
                 window.clear()
-                bar.update(done, f"L1 {l1:.4f} gain err {gerr:.3f}")
-            if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+                bar.update(done, f"L1 {l1_mean:.4f} loss {loss_mean:.4f} gain err {gerr:.3f}")
+            if validation is not None and (done % cfg.validate_every == 0 or done == cfg.steps):
+                validate(done)
+            out_of_time = stop_after_s is not None and time.monotonic() - started >= stop_after_s
+            if done % cfg.checkpoint_every == 0 or done == cfg.steps or out_of_time or time.monotonic() - last_save >= cfg.save_every_s:
                 checkpoint(done)
+                last_save = time.monotonic()
+            if out_of_time and done < cfg.steps:
+                stopped_early = True
+                upcoming.cancel()
+                log.info("stopping at step %d after %.0f s as asked; run the same command again to go on", done, stop_after_s)
+                break
     if start_step >= cfg.steps:
         bar.update(cfg.steps, "already complete")
-    elapsed = elapsed_before + time.monotonic() - started
-    model.eval()
+    model = model.to(memory_format=torch.contiguous_format).eval()
+    record = record_now(cfg.steps if not stopped_early else done)
+    if stopped_early:
+        return {**record, "checkpoint": None, "stopped_early": True, "out": str(out), "state": str(state_path)}
     final = out / FINAL_FILE
-    record = {
-        "variant": cfg.variant, "steps": cfg.steps, "seed": cfg.seed, "config": asdict(cfg),
-        "data_version": DATA_VERSION, "train_seconds": round(elapsed, 1), "device": str(device),
-        "torch": str(torch.__version__), "final_l1": history.rows[-1]["l1"] if history.rows else None,
-        "amplifier_fit_median_log_error": amplifier_fit_error,
-    }
-    save_checkpoint(model.cpu(), final, meta=record)
+    save_weights(final, cfg.steps)
     atomic_write_json(out / "train_record.json", record)
-    return {**record, "checkpoint": str(final), "out": str(out)}
+    return {**record, "checkpoint": str(final), "out": str(out), "state": str(state_path)}
+
+
+def _now() -> str:
+    import datetime
+
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 def training_command(cfg: TrainConfig, out_dir: str | Path) -> str:
     """The `llpack train` command line that reproduces a configuration."""
     defaults = TrainConfig()
     parts = ["llpack", "train", "--out", str(out_dir)]
-    for name in ("steps", "batch_size", "crop", "seed", "pool_size", "amplifier_samples", "lr"):
+    for name in ("recipe", "steps", "batch_size", "crop", "seed", "pool_size", "amplifier_samples", "lr", "warmup", "precision",
+                 "validate_every"):
         value = getattr(cfg, name)
         if name == "steps" or value != getattr(defaults, name):
             parts += ["--" + name.replace("_", "-"), str(value)]
@@ -286,6 +427,9 @@ def publish_default_weights(run_dir: str | Path, show_progress: bool = True) -> 
         "device": record["device"],
         "torch": record["torch"],
         "data_version": record["data_version"],
+        "recipe": record.get("recipe", "synth-v1"),
+        "input": record.get("input", {"white_balance": "none"}),
+        "segments": record.get("segments", []),
         "final_l1": record["final_l1"],
         "amplifier_fit_median_log_error": record.get("amplifier_fit_median_log_error"),
         "eval_set": evaluation_fingerprint(),

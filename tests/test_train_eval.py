@@ -179,3 +179,12 @@ def test_noise_sigma_estimate_and_denoiser_help_on_noise():
     assert noise_sigma(noisy) == pytest.approx(0.05, rel=0.15)
     assert noise_sigma(clean) < 0.005
     assert psnr(denoised_baseline(noisy), clean) > psnr(noisy, clean) + 3
+
+
+def test_training_with_the_torch_synthesiser(tmp_path):
+    from toolkit.training.trainer import TrainConfig, train
+
+    result = train(TrainConfig(steps=12, synthesis="torch", **TINY), tmp_path, show_progress=False)
+    rows = list(__import__("csv").DictReader(open(tmp_path / "loss.csv")))
+    assert [int(r["step"]) for r in rows] == [5, 10, 12] and all(np.isfinite(float(r["loss"])) for r in rows)
+    assert result["checkpoint"]

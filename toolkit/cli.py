@@ -205,6 +205,9 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=("fp32", "bf16"), default=defaults["precision"],
                    help="bf16: autocast (fast on CPUs with AMX or AVX-512 BF16, and on GPUs); default fp32")
     p.add_argument("--device", default="auto", help="auto (GPU if available), cpu or cuda")
+    p.add_argument("--synthesis", choices=("auto", "numpy", "torch"), default=defaults["synthesis"],
+                   help="where the sensor noise is made: numpy on a CPU thread, or torch on the training device "
+                        "(auto: torch on a GPU, so data generation keeps up with it)")
     p.add_argument("--publish-default", action="store_true",
                    help="maintainers: install the result as the built-in weights, with its record and evaluation")
 

@@ -13,7 +13,7 @@ from toolkit.errors import InputError
 
 from .scenes import detail_scene
 from .sources import DATA_VERSION, EVAL_PHOTOS, SYSTEM_TRAIN_PHOTOS, TRAIN_PHOTOS, is_grey, random_tint, read_image_file
-from .synth import A7S2, RATIOS, DarkPair, SensorProfile, UnprocessParams, dead_leaves, make_dark_pair
+from .synth import A7S2, RATIOS, DarkPair, NoiseParams, SensorProfile, UnprocessParams, dead_leaves, make_dark_pair
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +212,18 @@ class DataMix:
         return self == DataMix()
 
 
+@dataclass
+class SampleSpec:
+    """One training sample before its noise is drawn: the clean crop and every parameter."""
+
+    clean: np.ndarray  # sRGB float32 H x W x 3
+    ratio: float
+    unprocess: UnprocessParams
+    xyz_to_cam: np.ndarray
+    noise: NoiseParams
+    white_balance_error: tuple[float, float, float]
+
+
 class TrainingSampler:
     """Random (dark RAW, target) batches; batch `step` depends only on (seed, step)."""
 
@@ -317,6 +329,26 @@ class TrainingSampler:
         params = UnprocessParams.sample_wide(rng) if self.mix.wide_white_balance else UnprocessParams.sample(rng)
         matrix = mixed_camera_matrix(rng) if self.mix.cameras == "mixed" else None
         return make_dark_pair(clean, ratio, rng, self.sensor, params=params, xyz_to_cam=matrix), ratio
+
+    def draw(self, rng: np.random.Generator) -> SampleSpec:
+        """Everything `sample` draws except the noise itself, in the same order: what a synthesiser on
+        another device (`toolkit.training.torch_synth`) needs to make the pair there."""
+        ratio = self._ratio(rng)
+        clean = np.ascontiguousarray(self._clean_crop(rng), np.float32)
+        if self.mix.legacy:
+            params, matrix = UnprocessParams.sample(rng), None
+        else:
+            params = UnprocessParams.sample_wide(rng) if self.mix.wide_white_balance else UnprocessParams.sample(rng)
+            matrix = mixed_camera_matrix(rng) if self.mix.cameras == "mixed" else None
+        noise = NoiseParams.sample(rng, self.sensor)
+        sigma = self.mix.white_balance_error
+        error = np.exp(rng.normal(0.0, sigma, 3)) if sigma else np.ones(3)
+        error[1] = 1.0
+        return SampleSpec(clean, ratio, params, self.sensor.xyz_to_cam if matrix is None else matrix, noise, tuple(error))
+
+    def draw_batch(self, step: int) -> list[SampleSpec]:
+        rng = np.random.default_rng([self.seed, 2, step])
+        return [self.draw(rng) for _ in range(self.batch_size)]
 
     def network_input(self, pair: DarkPair, rng: np.random.Generator) -> np.ndarray:
         """The mosaic the network sees for this mix: as read, or white-balanced as a reader would

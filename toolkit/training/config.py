@@ -79,3 +79,4 @@ class TrainConfig:
     precision: str = "fp32"  # "bf16": autocast where the CPU or GPU computes bf16 natively
     validate_every: int = 0  # steps between validations that keep the best weights (0: never)
     save_every_s: float = 600.0  # also save the resume state this often (seconds of training)
+    synthesis: str = "auto"  # where the noise is made: "numpy" (CPU thread), "torch" (on the training device), "auto" (torch on a GPU)

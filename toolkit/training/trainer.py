@@ -39,11 +39,12 @@ from toolkit.progress import Progress
 
 from .config import TrainConfig, get_recipe
 from .losses import combined_loss
+from .torch_synth import synthesise
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "train_state.pt"
-_RESUMABLE_CHANGES = ("steps", "checkpoint_every", "log_every", "device", "precision", "save_every_s", "validate_every")  # may differ on resume
+_RESUMABLE_CHANGES = ("steps", "checkpoint_every", "log_every", "device", "precision", "save_every_s", "validate_every", "synthesis")  # may differ on resume
 FINAL_FILE = "llpacknet.pt"
 BEST_FILE = "best.pt"
 
@@ -147,6 +148,13 @@ def _save_plot(path: Path, rows: list[dict]) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
+
+
+def synthesis_on_device(cfg: TrainConfig, device: torch.device) -> bool:
+    """Whether the noise is synthesised in torch on the training device ("auto": on a GPU) or in numpy."""
+    if cfg.synthesis not in ("auto", "numpy", "torch"):
+        raise UserError(f"--synthesis must be auto, numpy or torch, not '{cfg.synthesis}'")
+    return cfg.synthesis == "torch" or (cfg.synthesis == "auto" and device.type == "cuda")
 
 
 def default_state_dir(out_dir: str | Path) -> Path:
@@ -320,19 +328,25 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
 
     stopped_early, done = False, start_step
     with ThreadPoolExecutor(1) as pool:  # synthesise the next batch while this one trains
-        upcoming = pool.submit(sampler.batch, start_step) if start_step < cfg.steps else None
+        on_device = synthesis_on_device(cfg, device)
+        produce = sampler.draw_batch if on_device else sampler.batch
+        upcoming = pool.submit(produce, start_step) if start_step < cfg.steps else None
         for step in range(start_step, cfg.steps):
-            inputs, targets, ratios = upcoming.result()
+            made = upcoming.result()
             if step + 1 < cfg.steps:
-                upcoming = pool.submit(sampler.batch, step + 1)
-            x, y = torch.from_numpy(inputs).to(device), torch.from_numpy(targets).to(device)
-            ratio = torch.from_numpy(ratios).to(device)
+                upcoming = pool.submit(produce, step + 1)
+            if on_device:  # noise made where the network trains (see torch_synth)
+                noise_rng = torch.Generator(device).manual_seed(cfg.seed * 1_000_003 + step + 17)
+                x, y, ratio = synthesise(made, device, mix.white_balance, sampler.sensor, noise_rng)
+            else:
+                x, y, ratio = (torch.from_numpy(a).to(device) for a in made)
+            ratios = ratio.cpu()
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, cfg, group["peak"])
             step_rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)  # resumable: no global RNG
             jitter = torch.randn(len(ratios), generator=step_rng).to(device)
             share, min_ratio = recipe.auto_gain
-            use_predicted = ((torch.rand(len(ratios), generator=step_rng) < share) & (torch.from_numpy(ratios) >= min_ratio)).to(device)
+            use_predicted = ((torch.rand(len(ratios), generator=step_rng) < share) & (ratios >= min_ratio)).to(device)
             gain = ratio * torch.exp(jitter * cfg.ratio_jitter)
             gain_error = torch.zeros(())
             if model.config.amplifier:

@@ -20,6 +20,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import struct
 import tempfile
@@ -427,7 +428,7 @@ def _apply(edits: list, source: Path, folder: Path) -> None:
     for how, value in text_edits:
         if how == "truncate":
             text = text[: value % max(len(text), 1)]
-        elif how == "flip":
+        elif how == "flip" and text:  # an earlier truncation may have left nothing to flip
             pos = value % len(text)
             text = text[:pos] + chr((ord(text[pos]) + 1 + value % 50) % 0x250) + text[pos + 1 :]
         elif how == "garbage":
@@ -435,7 +436,7 @@ def _apply(edits: list, source: Path, folder: Path) -> None:
         elif how == "nested":
             text = "[" * (1000 + value % 100000) + "]" * (1000 + value % 100000)
         elif how == "bigint":
-            text = text.replace('"schema_version": 1', '"schema_version": 1' + "0" * (5000 + value % 10))
+            text = re.sub(r'"schema_version": (\d+)', lambda m: m.group(0) + "0" * (5000 + value % 10), text, count=1)
         elif how == "nan":
             text = text.replace('"intercept": ', '"intercept": NaN, "x": ', 1)
     (folder / "manifest.json").write_text(text, encoding="utf-8", errors="surrogatepass")

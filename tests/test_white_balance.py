@@ -13,7 +13,6 @@ from toolkit.camera.colour import (
     HELD_OUT_CAMERAS,
     TRAINING_CAMERAS,
     choose_white_balance,
-    gains_from_neutral,
     gray_world_gains,
     mixed_camera_matrix,
     parse_white_balance,
@@ -88,7 +87,6 @@ def test_bad_white_balance_is_one_input_error(text):
 def test_white_balance_choices():
     assert parse_white_balance(None) == "file" and parse_white_balance("auto") == "auto"
     assert parse_white_balance("4,2,3") == (2.0, 1.0, 1.5)
-    assert gains_from_neutral((0.5, 1.0, 0.625)) == pytest.approx((2.0, 1.0, 1.6))
 
 
 def test_camera_split_and_mixtures():

@@ -49,22 +49,9 @@ def mixed_camera_matrix(rng: np.random.Generator, cameras: tuple[str, ...] = TRA
     return sum(w * CAMERA_MATRICES[name] for w, name in zip(weights, cameras))
 
 
-def gains_from_neutral(neutral) -> tuple[float, float, float]:
-    """White-balance gains (R, G, B) with green at 1 from an as-shot neutral (the camera's raw
-    response to a grey: DNG AsShotNeutral); refuses one that is not three positive numbers."""
-    values = np.asarray(neutral, np.float64).reshape(-1)
-    if values.size != 3 or not np.all(np.isfinite(values)) or np.any(values <= 0):
-        raise InputError(f"white-balance neutral {tuple(values.tolist())} is not three positive numbers",
-                         "give --white-balance R,G,B gains, or --white-balance auto")
-    gains = values[1] / values
-    return float(gains[0]), 1.0, float(gains[2])
-
-
 def normalise_gains(gains) -> tuple[float, float, float]:
     """(R, G, B) multipliers scaled so green is 1; refuses anything but three positive finite numbers."""
     values = np.asarray(gains, np.float64).reshape(-1)
-    if values.size == 4:  # LibRaw's camera_whitebalance: R, G, B, G2 (G2 may be 0)
-        values = values[:3]
     if values.size != 3 or not np.all(np.isfinite(values)) or np.any(values <= 0):
         raise InputError(f"white-balance gains {tuple(values.tolist())} are not three positive numbers",
                          "give --white-balance R,G,B, for example 2.0,1,1.6")

@@ -9,15 +9,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
 
 from toolkit.camera.bayer import pack_network_input, to_network_grid
 from toolkit.errors import InputError, UserError
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 

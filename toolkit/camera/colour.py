@@ -14,6 +14,8 @@ import numpy as np
 
 from toolkit.errors import InputError
 
+from .bayer import bayer_channel_index
+
 log = logging.getLogger(__name__)
 
 
@@ -110,8 +112,6 @@ def choose_white_balance(mosaic, request: str | tuple[float, float, float] = "fi
     """The white balance for a `Mosaic`: the user's gains, the grey-world estimate, or the file's own
     (its as-shot balance, else its daylight one); a file with none falls back to grey world, and
     says so once in the log."""
-    from .bayer import bayer_channel_index
-
     if isinstance(request, tuple):
         return WhiteBalance(normalise_gains(request), "user")
     if request == "file" and mosaic.white_balance is not None:

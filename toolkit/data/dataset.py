@@ -11,9 +11,9 @@ import numpy as np
 from toolkit.camera.colour import mixed_camera_matrix
 from toolkit.errors import InputError
 
-from .scenes import detail_scene
+from .scenes import SCENE_KINDS, detail_scene
 from .sources import DATA_VERSION, EVAL_PHOTOS, SYSTEM_TRAIN_PHOTOS, TRAIN_PHOTOS, is_grey, random_tint, read_image_file
-from .synth import A7S2, RATIOS, DarkPair, NoiseParams, SensorProfile, UnprocessParams, dead_leaves, make_dark_pair
+from .synth import A7S2, RATIOS, DarkPair, NoiseParams, SensorProfile, UnprocessParams, dead_leaves, make_clean_pair, make_dark_pair
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def evaluation_scenes(
             clean = image[y : y + ch, x : x + cw]
             for ratio in ratios:
                 pair_rng = np.random.default_rng([seed, index, c, int(ratio)])
-                scenes.append(EvalScene(f"{name}#{c}@x{ratio:g}", name, make_dark_pair(clean, ratio, pair_rng, sensor)))
+                scenes.append(EvalScene(f"{name}#{c}@x{ratio:g}", name, make_dark_pair(clean, ratio, pair_rng, sensor), f"x{ratio:g}"))
     return scenes
 
 
@@ -116,9 +116,6 @@ def network_mosaic(pair: DarkPair, white_balance: str = "none") -> np.ndarray:
 def detail_scenes(seed: int = DETAIL_SEED, size: tuple[int, int] = EVAL_CROP, per_kind: int = 2) -> list[EvalScene]:
     """Procedural scenes rich in detail, from seeds training never uses, at milder and SID noise:
     x20 and x50 at the low end of the sensor's gains (a well-lit night), x100 and x300 as sampled."""
-    from .scenes import SCENE_KINDS, detail_scene
-    from .synth import NoiseParams
-
     scenes = []
     for k, kind in enumerate(sorted(SCENE_KINDS)):
         for i in range(per_kind):
@@ -133,8 +130,6 @@ def detail_scenes(seed: int = DETAIL_SEED, size: tuple[int, int] = EVAL_CROP, pe
 
 def clean_scenes(seed: int = EVAL_SEED) -> list[EvalScene]:
     """The sid set's crops (one per photo and crop) as perfect inputs: ratio 1 and no noise."""
-    from .synth import make_clean_pair
-
     scenes = []
     for scene in evaluation_scenes(seed, ratios=(100,)):
         pair = make_clean_pair(scene.pair.target, np.random.default_rng([seed, 6, len(scenes)]))
@@ -170,10 +165,7 @@ def evaluation_set(name: str) -> list[EvalScene]:
         from toolkit.errors import UserError, closest_hint
 
         raise UserError(f"unknown evaluation set '{name}'", closest_hint(name, makers))
-    scenes = makers[name]()
-    if name == "sid":
-        scenes = [EvalScene(s.name, s.source, s.pair, f"x{s.ratio:g}") for s in scenes]
-    return scenes
+    return makers[name]()
 
 
 def evaluation_fingerprint() -> dict:
@@ -363,8 +355,13 @@ class TrainingSampler:
     def batch(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(inputs [B,1,H,W] normalised, targets [B,3,H,W] sRGB, ratios [B]) as float32."""
         rng = np.random.default_rng([self.seed, 2, step])
+        return self.batch_of([rng] * self.batch_size)
+
+    def batch_of(self, rngs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`batch`'s arrays for one sample drawn from each generator in turn (the same one repeated
+        draws samples in sequence)."""
         inputs, targets, ratios = [], [], []
-        for _ in range(self.batch_size):
+        for rng in rngs:
             pair, ratio = self.sample(rng)
             inputs.append(self.network_input(pair, rng)[None])
             targets.append(pair.target.transpose(2, 0, 1))

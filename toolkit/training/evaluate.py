@@ -132,7 +132,7 @@ def brightened_input(scene: EvalScene) -> np.ndarray:
     pair = scene.pair
     x = pair.normalised() * pair.ratio
     rgb = np.stack([x[0::2, 0::2], (x[0::2, 1::2] + x[1::2, 0::2]) / 2, x[1::2, 1::2]], axis=-1)
-    wb = 1.0 / np.asarray(pair.unprocess.as_shot_neutral)
+    wb = np.asarray(pair.unprocess.white_balance)
     rgb = np.clip(rgb * wb, 0, 1) ** (1 / 2.2)
     return np.repeat(np.repeat(rgb, 2, axis=0), 2, axis=1).astype(np.float32)
 
@@ -213,7 +213,7 @@ def evaluate(
         if name not in EVAL_SETS or name == "sid":
             raise UserError(f"unknown extra evaluation set '{name}'", f"choose from {', '.join(s for s in EVAL_SETS if s != 'sid')}")
     photos = load_photo_dir(photos_dir) if photos_dir else None
-    scenes = [EvalScene(s.name, s.source, s.pair, f"x{s.ratio:g}") for s in evaluation_scenes(photos=photos)]
+    scenes = evaluation_scenes(photos=photos)
     if limit is not None:
         scenes = scenes[:limit]
     extra = {name: evaluation_set(name)[:limit] if limit else evaluation_set(name) for name in sets}

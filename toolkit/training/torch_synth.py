@@ -12,17 +12,12 @@ import numpy as np
 import torch
 
 from toolkit.data.dataset import SampleSpec
-from toolkit.data.synth import A7S2, SRGB_TO_XYZ, SensorProfile
+from toolkit.data.synth import A7S2, SensorProfile, srgb_to_cam
 
 
 def _inverse_tone(srgb: torch.Tensor) -> torch.Tensor:
     y = srgb.clamp(0.0, 1.0)
     return 0.5 - torch.sin(torch.asin(1.0 - 2.0 * y) / 3.0)
-
-
-def _srgb_to_cam(xyz_to_cam: np.ndarray) -> np.ndarray:
-    m = np.asarray(xyz_to_cam, np.float64) @ SRGB_TO_XYZ
-    return m / m.sum(axis=1, keepdims=True)
 
 
 def _tukey_lambda(u: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
@@ -44,7 +39,7 @@ def synthesise(specs: list[SampleSpec], device: torch.device | str, white_balanc
     clean = torch.from_numpy(np.stack([s.clean for s in specs])).to(device).permute(0, 3, 1, 2)  # B, 3, H, W
     target = clean.clamp(0, 1)
     linear = _inverse_tone(clean).clamp_min(1e-8) ** 2.2
-    matrices = torch.tensor(np.stack([_srgb_to_cam(s.xyz_to_cam) for s in specs]), dtype=torch.float32, device=device)
+    matrices = torch.tensor(np.stack([srgb_to_cam(s.xyz_to_cam) for s in specs]), dtype=torch.float32, device=device)
     cam = torch.einsum("bij,bjhw->bihw", matrices, linear)
     gains = torch.tensor([[1.0 / s.unprocess.red_gain, 1.0, 1.0 / s.unprocess.blue_gain] for s in specs], device=device)
     gains = (gains / column([s.unprocess.brightness_gain for s in specs]).reshape(-1, 1)).reshape(-1, 3, 1, 1)

@@ -123,8 +123,7 @@ def amplifier_data(sampler: TrainingSampler, count: int, seed: int, show_progres
     for i in range(count):
         rng = np.random.default_rng([seed, 3, i])
         pair, ratio = sampler.sample(rng)
-        mosaic = pair.normalised() if sampler.mix.legacy else sampler.network_input(pair, rng)
-        hists.append(exposure_histogram(mosaic))
+        hists.append(exposure_histogram(sampler.network_input(pair, rng)))
         ratios.append(ratio)
         bar.update(i + 1)
     return np.array(hists, np.float64), np.array(ratios, np.float64)
@@ -178,15 +177,8 @@ def autocast_dtype(precision: str, device: torch.device):
 def _validation_set(sampler: TrainingSampler, count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A fixed set from the training distribution (its own seed stream, never a training batch):
     what 'best weights so far' is judged on. The held-out evaluation sets stay untouched."""
-    inputs, targets, ratios = [], [], []
-    for i in range(count):
-        rng = np.random.default_rng([seed, 5, i])
-        pair, ratio = sampler.sample(rng)
-        inputs.append(sampler.network_input(pair, rng)[None])
-        targets.append(pair.target.transpose(2, 0, 1))
-        ratios.append(ratio)
-    return (torch.from_numpy(np.stack(inputs)), torch.from_numpy(np.ascontiguousarray(np.stack(targets))),
-            torch.from_numpy(np.array(ratios, np.float32)))
+    arrays = sampler.batch_of(np.random.default_rng([seed, 5, i]) for i in range(count))
+    return tuple(torch.from_numpy(a) for a in arrays)
 
 
 def validation_psnr(model: torch.nn.Module, data, device: torch.device, dtype) -> float:

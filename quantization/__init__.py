@@ -3,7 +3,9 @@
     from quantization import quantize, synthetic_calibration
     files = quantize(body, synthetic_calibration(), target="openvino", size=(512, 512), out_dir=folder)
 
-Each backend also lists the remedies it can try when the first result misses the accuracy bar.
+Each backend also lists the remedies it can try when the first result misses the accuracy bar
+(`REMEDIES`, first = default); a remedy's "calibration": "stress" asks the caller for a calibration
+set that covers the stress categories (`with_stress`), everything else goes to the backend.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from pathlib import Path
 
 from toolkit.errors import UserError
 
-from .calibration import CalibrationSet, raw_folder_calibration, synthetic_calibration
+from .calibration import CalibrationSet, raw_folder_calibration, synthetic_calibration, with_stress
 
 BACKENDS = {"openvino": "quantization.openvino_nncf", "onnxruntime": "quantization.onnxruntime_static",
             "tflite": "quantization.tflite_aiq"}
@@ -29,10 +31,15 @@ def remedies(target: str) -> list[dict]:
     return backend(target).REMEDIES
 
 
-def quantize(body, calibration: CalibrationSet, target: str, size: tuple[int, int], out_dir: Path, remedy: dict | None = None) -> list[str]:
-    """Quantize the packed body for `target` and write its files into `out_dir`."""
-    chosen = remedy if remedy is not None else remedies(target)[0]
+def quantize(body, calibration: CalibrationSet, target: str, size: tuple[int, int], out_dir: Path, remedy: dict | None = None,
+             white_balance: str = "none") -> list[str]:
+    """Quantize the packed body for `target` and write its files into `out_dir`. A remedy that asks
+    for stress coverage gets it here unless `calibration` has it already (`white_balance`: the
+    weights' input contract, for the stress scenes)."""
+    chosen = dict(remedy if remedy is not None else remedies(target)[0])
+    if chosen.pop("calibration", "base") == "stress" and "stress_categories" not in calibration.source:
+        calibration = with_stress(calibration, white_balance)
     return backend(target).quantize(body, calibration, size, out_dir, **chosen)
 
 
-__all__ = ["CalibrationSet", "quantize", "raw_folder_calibration", "remedies", "synthetic_calibration"]
+__all__ = ["CalibrationSet", "quantize", "raw_folder_calibration", "remedies", "synthetic_calibration", "with_stress"]

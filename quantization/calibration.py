@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from toolkit.camera.bayer import pack_network_input, to_network_grid
+from toolkit.camera.bayer import input_ceiling, pack_network_input, to_network_grid
 from toolkit.errors import InputError, UserError
 
 log = logging.getLogger(__name__)
@@ -36,16 +36,33 @@ def synthetic_calibration(count: int = DEFAULT_COUNT, crop: int = DEFAULT_CROP, 
                           white_balance: str = "none") -> CalibrationSet:
     """Dark RAW crops synthesised from the training sources at their true ratio, white-balanced for
     weights whose input contract asks for it (`white_balance` "file")."""
-    from toolkit.data.dataset import TrainingSampler, network_mosaic
+    from toolkit.data.dataset import TrainingSampler, packed_input
 
     sampler = TrainingSampler(seed=seed, crop=crop, pool_size=max(4, count // 4))
     inputs = []
     for i in range(count):
         pair, ratio = sampler.sample(np.random.default_rng([seed, 9, i]))
-        inputs.append(pack_network_input(network_mosaic(pair, white_balance), ratio))
+        inputs.append(packed_input(pair, ratio, white_balance)[0])
     source = {"kind": "synthetic", "seed": seed, "count": count, "crop": crop,
               "sources": "dead leaves + training photos (no evaluation photos)"}
     return CalibrationSet(inputs, source if white_balance == "none" else {**source, "white_balance": white_balance})
+
+
+STRESS_PER_CATEGORY = 3
+
+
+def with_stress(calibration: CalibrationSet, white_balance: str = "none", per_category: int = STRESS_PER_CATEGORY) -> CalibrationSet:
+    """`calibration` plus the stress categories (`toolkit.data.stress`, calibration split: training
+    photos and seeds the validation never uses), padded to its inputs' shape: calibration that has
+    seen bright, saturated, clipped, over-amplified and very noisy inputs."""
+    from toolkit.data.dataset import packed_input
+    from toolkit.data.stress import stress_scenes
+
+    _, _, h, w = calibration.inputs[0].shape
+    size = (h * 16, w * 16)
+    extra = [packed_input(s.pair, s.gain, white_balance, size)[0]
+             for s in stress_scenes(size, split="calibration", per_category=per_category)]
+    return CalibrationSet(calibration.inputs + extra, {**calibration.source, "stress_categories": per_category})
 
 
 def raw_folder_calibration(
@@ -78,7 +95,7 @@ def raw_folder_calibration(
         patch = grid[y : y + ch, x : x + cw]
         balance = choose_white_balance(mosaic, "file").gains if white_balance == "file" else None
         exposure = gain(mosaic) if balance is None else gain(mosaic, balance)
-        inputs.append(pack_network_input(patch, plane_gains(exposure, balance)))
+        inputs.append(pack_network_input(patch, plane_gains(exposure, balance), ceiling=input_ceiling(balance)))
         used.append(file.name)
     for item in skipped:
         log.warning("calibration: skipped %s/%s", root, item)

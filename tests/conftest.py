@@ -107,7 +107,7 @@ def small_packed_inputs(tmp_path_factory) -> Path:
     from toolkit.deploy.export import validation_inputs
 
     path = tmp_path_factory.mktemp("small-inputs") / "packed.npy"
-    np.save(path, np.concatenate([packed for _, packed, _, _ in validation_inputs(SMALL_SIZE)]))
+    np.save(path, np.concatenate([item.packed for item in validation_inputs(SMALL_SIZE)]))
     return path
 
 

@@ -107,6 +107,7 @@ def _run_enhance(args: argparse.Namespace) -> dict:
         "seconds": {k: round(v, 4) for k, v in result.seconds.items()},
         "tiles": result.tiles,
         "white_balance": result.white_balance.as_dict() if result.white_balance else None,
+        "input_warning": result.input_warning,
     }
 
 
@@ -326,12 +327,15 @@ def _run_export(args: argparse.Namespace) -> dict:
 
 def _render_export(r: dict) -> str:
     if "results" in r:
-        lines = [f"{'target':<13}{'precision':<11}{'status':<8}{'MB':>7}{'max abs err':>13}{'dB vs FP32':>12}{'dB vs GT':>10}"]
+        lines = [f"{'target':<13}{'precision':<11}{'status':<9}{'MB':>7}{'max abs err':>13}{'dB vs FP32':>12}{'dB vs GT':>10}"
+                 f"{'stress mean/worst':>19}"]
         for row in r["results"]:
             if row["status"] == "ok":
                 v = row["validation"]
-                lines.append(f"{row['target']:<13}{row['precision']:<11}{'ok':<8}{row['megabytes']:>7.2f}"
-                             f"{v['max_abs_error']:>13.2e}{str(v['psnr_vs_fp32_db'] or 'same'):>12}{v['delta_psnr_vs_gt_db']:>+10.3f}")
+                stress = v.get("stress")
+                lines.append(f"{row['target']:<13}{row['precision']:<11}{'DEGRADED' if v['degraded'] else 'ok':<9}{row['megabytes']:>7.2f}"
+                             f"{v['max_abs_error']:>13.2e}{str(v['psnr_vs_fp32_db'] or 'same'):>12}{v['delta_psnr_vs_gt_db']:>+10.3f}"
+                             + (f"{stress['mean_db']:>12.2f} / {stress['worst_db']:.2f}" if stress else ""))
             else:
                 lines.append(f"{row['target']:<13}{row['precision']:<11}FAILED  {row['error']}")
         return "\n".join(lines)
@@ -339,6 +343,8 @@ def _render_export(r: dict) -> str:
     return (f"{r['target']} {r['precision']} {r['size'][0]}x{r['size'][1]} -> {r['path']} ({r['build']['megabytes']:.2f} MB)\n"
             f"vs FP32 PyTorch on {v['scenes']} held-out scenes: max abs error {v['max_abs_error']:.2e}, "
             f"PSNR {v['psnr_vs_fp32_db'] or 'identical'} dB, change vs ground truth {v['delta_psnr_vs_gt_db']:+.3f} dB"
+            + (f"\nstress set ({v['stress']['images']} images): mean {v['stress']['mean_db']:.2f} dB, worst {v['stress']['worst_db']:.2f} dB "
+               f"({v['stress']['worst_image']})" if v.get("stress") else "")
             + (" [DEGRADED]" if v["degraded"] else ""))
 
 

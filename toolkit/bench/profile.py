@@ -62,7 +62,7 @@ def _quality_scenes(size: tuple[int, int]) -> tuple[list, str]:
     try:
         from toolkit.deploy.export import validation_inputs
 
-        return [(packed, target, place) for _, packed, target, place in validation_inputs(size, QUALITY_SCENES)], \
+        return [(item.packed, item.target, item.placement) for item in validation_inputs(size, QUALITY_SCENES)], \
             "held-out evaluation photos (toolkit.data.dataset.evaluation_scenes, never trained on)"
     except (ImportError, UserError) as exc:  # a device without the photo packages
         log.info("evaluation photos unavailable (%s): scoring on synthetic dead-leaves scenes", exc)

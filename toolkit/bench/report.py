@@ -93,6 +93,7 @@ def aggregate(label: str, size: tuple[int, int], results: list[dict]) -> dict:
         "psnr_vs_gt_db": quality.get("psnr_vs_gt_db"),
         "ssim_vs_gt": quality.get("ssim_vs_gt"),
         "quality_scenes": quality.get("scenes"),
+        "stress_worst_db": first.get("stress_worst_db"),  # INT8: the export's worst stress image against FP32
         "stages_ms": stages,
         "end_to_end_ms": sum(stages.values()),
     })
@@ -225,7 +226,7 @@ def _label(row: dict) -> str:
 def render_table(report: dict) -> str:
     """The terminal table: one line per model and size."""
     head = (f"{'model':<27}{'size':>10}{'params':>11}{'MB':>7}{'GMAC':>8}{'p50 ms':>10}{'noise':>7}{'MP/s':>7}"
-            f"{'peak MB':>9}{'above':>7}{'dB/FP32':>9}{'dB/GT':>7}{'speed':>7}{'mem':>6}")
+            f"{'peak MB':>9}{'above':>7}{'dB/FP32':>9}{'worst':>8}{'dB/GT':>7}{'speed':>7}{'mem':>6}")
     lines = [head]
     for row in report["results"]:
         size = f"{row['size'][0]}x{row['size'][1]}"
@@ -237,6 +238,7 @@ def render_table(report: dict) -> str:
             f"{_label(row):<27}{size:>10}{row['params']:>11,}{row['file_bytes'] / 1e6:>7.2f}{_fmt(row['gmacs'], '.3g'):>8}"
             f"{row['latency_ms']['p50']:>10.1f}{row['latency_ms']['noise_pct']:>6.0f}%{row['throughput_mp_s']:>7.2f}"
             f"{row['peak_rss_mb']:>9.0f}{row['peak_rss_above_baseline_mb']:>7.0f}{_quality_text(row):>9}"
+            f"{_fmt(row.get('stress_worst_db'), '.1f'):>8}"
             f"{_fmt(row.get('psnr_vs_gt_db'), '.2f'):>7}{_times(v.get('speed_up')):>7}{_times(v.get('memory')):>6}")
     for sid in report.get("vs_sid_unet", []):
         lines.append(f"vs SID U-Net at {sid['size'][0]}x{sid['size'][1]} (FP32 PyTorch both): {sid['fewer_parameters']:.2f}x fewer parameters, "
@@ -261,22 +263,24 @@ def render_markdown(report: dict) -> str:
         "Ratios are against the FP32 PyTorch reference of the same run and size. `noise` is the larger of the spread of "
         "the median between fresh processes and the p10-p90 range inside one; two runs agree when their medians differ by "
         "less than it. Memory is the process's peak resident set during inference; `above import` subtracts the resident "
-        "set after importing the runtime, before loading the model.", "",
+        "set after importing the runtime, before loading the model. `stress worst` is an INT8 artifact's worst image of the stress "
+        "set against FP32, from its export (bright, clipped, over-amplified and very noisy inputs; see docs/export.md).", "",
         "| model | size | params (from file) | MB | GMAC | load ms | first ms | p50 ms | p90 ms | p99 ms | noise | MP/s | "
-        "peak MB | above import MB | PSNR vs FP32 | PSNR / SSIM vs GT | speed-up | memory | size |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "peak MB | above import MB | PSNR vs FP32 | stress worst vs FP32 | PSNR / SSIM vs GT | speed-up | memory | size |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in report["results"]:
         size = f"{row['size'][0]}x{row['size'][1]}"
         if row["status"] == "failed":
-            lines.append(f"| {_label(row)} | {size} | FAILED: {row['error']} |" + " |" * 16)
+            lines.append(f"| {_label(row)} | {size} | FAILED: {row['error']} |" + " |" * 17)
             continue
         lat, v = row["latency_ms"], row.get("vs_fp32") or {}
         lines.append(
             f"| {_label(row)} | {size} | {row['params']:,} | {row['file_bytes'] / 1e6:.2f} | {_fmt(row['gmacs'], '.3g')} | "
             f"{row['load_ms']:.0f} | {row['first_ms']:.0f} | {lat['p50']:.1f} | {lat['p90']:.1f} | {lat['p99']:.1f} | "
             f"{lat['noise_pct']:.0f}% | {row['throughput_mp_s']:.2f} | {row['peak_rss_mb']:.0f} | {row['peak_rss_above_baseline_mb']:.0f} | "
-            f"{_quality_text(row)} | {_fmt(row.get('psnr_vs_gt_db'), '.2f')} / {_fmt(row.get('ssim_vs_gt'), '.3f')} | "
+            f"{_quality_text(row)} | {_fmt(row.get('stress_worst_db'), '.2f')} | "
+            f"{_fmt(row.get('psnr_vs_gt_db'), '.2f')} / {_fmt(row.get('ssim_vs_gt'), '.3f')} | "
             f"{_times(v.get('speed_up'))} | {_times(v.get('memory'))} | {_times(v.get('size'))} |")
     lines += ["", "## Stages a camera pays for (median ms)", "",
               "| model | size | RAW decode | pre-processing | inference | post-processing | end to end | outside the network |",

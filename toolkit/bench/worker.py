@@ -133,7 +133,8 @@ class LLPackNetModel:
                 "file_bytes": sum((self.folder / name).stat().st_size for name in self.manifest["files"]),
                 "macs_per_pixel": model.get("macs_per_pixel"), "runtime": self.target.runtime_version(),
                 "runtime_details": details() if details else None,
-                "degraded": bool(self.manifest["validation"].get("degraded"))}
+                "degraded": bool(self.manifest["validation"].get("degraded")),
+                "stress_worst_db": (self.manifest["validation"].get("stress") or {}).get("worst_db")}
 
     def output_scale(self) -> float | None:
         """The int8 output's quantisation step, to express differences in steps."""

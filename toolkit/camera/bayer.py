@@ -130,10 +130,30 @@ def plane_gains(gain: float, white_balance: tuple[float, float, float] | None = 
     return np.float32(gain) * np.array([red, green, green, blue], np.float32)
 
 
-def pack_network_input(mosaic: np.ndarray, gain, layout: str = "NCHW") -> np.ndarray:
+def input_ceiling(white_balance: tuple[float, float, float] | None = None) -> np.ndarray:
+    """Where each packed plane (R, G1, G2, B) saturates once amplified: full scale (1), times the
+    plane's white-balance gain when the weights take white-balanced input. Clipping there is SID's
+    `min(raw * ratio, 1)` before the white balance, so a balanced red keeps its headroom."""
+    return plane_gains(1.0, white_balance)
+
+
+def input_exposure(mosaic: np.ndarray, gain: float) -> dict[str, float]:
+    """What an amplified mosaic asks of the network, before any white balance: the fraction of its
+    pixels clipped at full scale (x * gain >= 1) and its mean level (mean of x * gain, clipped). The
+    export records these for every image it validates; `llpack enhance` compares a photo's with them."""
+    x = np.asarray(mosaic, np.float32)
+    threshold = np.float32(1.0 / max(float(gain), 1e-12))
+    clipped = int(np.count_nonzero(x >= threshold))
+    mean = float(np.minimum(x, threshold).mean(dtype=np.float64) * gain)
+    return {"clipped_fraction": clipped / max(x.size, 1), "mean": mean}
+
+
+def pack_network_input(mosaic: np.ndarray, gain, layout: str = "NCHW", ceiling=1.0) -> np.ndarray:
     """The network's input from an RGGB mosaic on the 16-pixel grid: [1, 256, H/16, W/16] float32
     (or [1, H/16, W/16, 256] for `layout` NHWC), gain applied: one number, or one per Bayer plane
-    (R, G1, G2, B; see `plane_gains`).
+    (R, G1, G2, B; see `plane_gains`), then clipped at `ceiling` (one number or one per plane; see
+    `input_ceiling`; None: no clip), as a sensor saturates: nothing amplified past full scale reaches
+    the network.
 
     One pass: each block of packed rows is gathered and scaled straight into the output, in either layout."""
     height, width = mosaic.shape
@@ -147,17 +167,22 @@ def pack_network_input(mosaic: np.ndarray, gain, layout: str = "NCHW") -> np.nda
     else:
         out = np.empty((1, h, w, 256), np.float32)
         target, order = out.reshape(h, w, 2, 2, 8, 8), (0, 3, 2, 5, 1, 4)  # y, x, py, px, i, j
-    g = np.asarray(gain, np.float32)
-    if g.size == 4:  # per plane (py, px): broadcast over the transposed view's py, px axes
-        g = g.reshape((2, 2, 1, 1, 1, 1) if layout == "NCHW" else (1, 1, 2, 2, 1, 1))
-    elif g.size != 1:
-        raise ValueError("the gain is one number or one per Bayer plane (R, G1, G2, B)")
-    else:
-        g = g.reshape(())
+    def per_plane(value, what: str) -> np.ndarray:
+        v = np.asarray(value, np.float32)
+        if v.size == 4:  # per plane (py, px): broadcast over the transposed view's py, px axes
+            return v.reshape((2, 2, 1, 1, 1, 1) if layout == "NCHW" else (1, 1, 2, 2, 1, 1))
+        if v.size != 1:
+            raise ValueError(f"the {what} is one number or one per Bayer plane (R, G1, G2, B)")
+        return v.reshape(())
+
+    g = per_plane(gain, "gain")
+    top = None if ceiling is None else per_plane(ceiling, "ceiling")
 
     def work(y0: int, y1: int) -> None:
         rows = (Ellipsis, slice(y0, y1), slice(None)) if layout == "NCHW" else (slice(y0, y1),)
         np.multiply(view[y0:y1].transpose(order), g, out=target[rows])
+        if top is not None:
+            np.minimum(target[rows], top, out=target[rows])
 
     in_row_blocks(h, work)
     return out
@@ -279,13 +304,13 @@ def reflect_indices(start: int, stop: int, offset: int, length: int) -> slice | 
 
 
 def pack_window(mosaic: np.ndarray, placement: Placement, rows: tuple[int, int], columns: tuple[int, int],
-                gain, layout: str = "NCHW") -> np.ndarray:
+                gain, layout: str = "NCHW", ceiling=1.0) -> np.ndarray:
     """`pack_network_input` of the cells rows x columns of the padded network grid, read straight from
     the unpadded mosaic: a window never needs the whole padded photo, and the whole photo never needs
     a padded copy when it is already on the grid."""
     ry = reflect_indices(rows[0] * GRID, rows[1] * GRID, placement.top, placement.height)
     cx = reflect_indices(columns[0] * GRID, columns[1] * GRID, placement.left, placement.width)
-    return pack_network_input(mosaic[ry][:, cx], gain, layout)
+    return pack_network_input(mosaic[ry][:, cx], gain, layout, ceiling)
 
 
 # The paper's amplifier reads a 63-bin histogram with log-spaced edges over [0, 1].

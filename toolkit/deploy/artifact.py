@@ -23,8 +23,8 @@ from toolkit.errors import UserError
 from toolkit.fileio import atomic_write_json, file_sha256
 
 SCHEMA = "llpacknet-edge/artifact"
-SCHEMA_VERSION = 2  # 2 added the white_balance step; version 1 manifests (no such step) are still read
-READABLE_VERSIONS = (1, 2)
+SCHEMA_VERSION = 3  # 2 added the white_balance step, 3 the input clip and the stress validation; 1 and 2 are still read
+READABLE_VERSIONS = (1, 2, 3)
 MANIFEST = "manifest.json"
 REQUIRED = ("schema", "schema_version", "target", "precision", "size", "model", "input", "output", "files", "validation")
 
@@ -75,7 +75,8 @@ def io_contract(size: tuple[int, int], amplifier: tuple[list[float], float] | No
             {"step": "pad", "formula": f"reflect-pad at the bottom and right to {height} x {width}"},
             {"step": "gain", **gain},
             {"step": "pack", "formula": f"packed[{'y, x, 64*p + 8*i + j' if nhwc else '64*p + 8*i + j, y, x'}] = "
-             "gain * x[16*y + 2*i + py, 16*x + 2*j + px], p = 2*py + px (planes R, G1, G2, B)"},
+             "min(gain * x[16*y + 2*i + py, 16*x + 2*j + px], ceiling[p]), p = 2*py + px (planes R, G1, G2, B); ceiling[p] = 1, "
+             "times the plane's white-balance gain when the white_balance step applies (full scale before the balance)"},
         ],
     }
     outputs = {
@@ -207,9 +208,29 @@ def _check_fields(manifest: dict, path: Path) -> None:
     auto = gains[0].get("automatic")
     if auto is not None:
         _check_amplifier(auto, path)
+    limits = manifest["validation"].get("validated_input")
+    if limits is not None and (not isinstance(limits, dict) or not all(_number(limits.get(k)) and limits[k] >= 0
+                                                                       for k in ("clipped_fraction", "mean"))):
+        raise _bad(path, "validation.validated_input", "an object of two non-negative numbers, clipped_fraction and mean", limits)
     files = manifest["files"]
     if not isinstance(files, dict) or not files:
         raise _bad(path, "files", "an object of file names and SHA-256 digests", files)
+
+
+def input_outside_validation(manifest: dict, exposure: dict) -> str | None:
+    """Why an input (`toolkit.camera.bayer.input_exposure` of its mosaic and gain) lies outside what
+    this INT8 artifact was validated on, in words; None when it lies inside, or for FP32 artifacts
+    and manifests from before the stress set (they record no limits)."""
+    limits = manifest["validation"].get("validated_input")
+    if manifest.get("precision") != "int8" or limits is None:
+        return None
+    if exposure["clipped_fraction"] > limits["clipped_fraction"]:
+        return (f"{100 * exposure['clipped_fraction']:.1f} % of the amplified input is clipped at full scale, more than the "
+                f"{100 * limits['clipped_fraction']:.1f} % this INT8 artifact was validated on")
+    if exposure["mean"] > limits["mean"]:
+        return (f"the amplified input's mean level {exposure['mean']:.2f} is above the {limits['mean']:.2f} this INT8 "
+                "artifact was validated on")
+    return None
 
 
 def _check_amplifier(auto: object, path: Path) -> None:

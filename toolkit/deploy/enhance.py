@@ -73,6 +73,7 @@ class EnhanceResult:
     seconds: dict[str, float] = field(default_factory=dict)
     tiles: int = 1  # windows the network ran on (1: the whole image at once)
     white_balance: WhiteBalance | None = None  # applied before packing (weights that expect it), else None
+    input_warning: str | None = None  # why the input lies outside what an INT8 artifact was validated on
 
 
 class TorchBackend:
@@ -254,6 +255,21 @@ class Enhancer:
                                     "pass the exposure ratio instead, for example --ratio 100")
         return gain
 
+    def check_input(self, mosaic: Mosaic, gain: float) -> str | None:
+        """For an INT8 artifact: why this input lies outside what its export validated (logged as one
+        warning line naming what to do), else None. The output is never changed for it."""
+        if not isinstance(self.backend, ArtifactBackend) or self.backend.manifest.get("precision") != "int8":
+            return None
+        from toolkit.camera.bayer import input_exposure
+
+        from .artifact import input_outside_validation
+
+        reason = input_outside_validation(self.backend.manifest, input_exposure(mosaic.data, gain))
+        if reason:
+            log.warning("%s%s: INT8 output may be degraded; use an FP32 artifact, or re-export with --calibration "
+                        "on RAW files like this one", f"{mosaic.source}: " if mosaic.source else "", reason)
+        return reason
+
     def _model_error(self, message: str, hint: str) -> UserError:
         if isinstance(self.backend, ArtifactBackend):
             from .artifact import ArtifactError
@@ -304,7 +320,8 @@ class Enhancer:
         """Restore one mosaic; `ratio` overrides the enhancer's own setting for this call. `bits` 8 or 16
         returns the image already rounded to uint8/uint16 (what gets written; a quarter or half of
         the float image's memory), None float32 in [0, 1]."""
-        from toolkit.camera.bayer import GRID, OUTPUT_DTYPES, new_image, pack_window, plan_placement, plane_gains, unpack_into
+        from toolkit.camera.bayer import (GRID, OUTPUT_DTYPES, input_ceiling, new_image, pack_window, plan_placement, plane_gains,
+                                          unpack_into)
 
         from .tiling import run_strips, run_windows
 
@@ -323,11 +340,13 @@ class Enhancer:
         balance = self.choose_white_balance(mosaic)
         gain = self.choose_gain(mosaic, ratio, balance)
         multipliers = plane_gains(gain, balance.gains if balance else None)
+        ceiling = input_ceiling(balance.gains if balance else None)
+        warning = self.check_input(mosaic, gain)
 
         layout = backend.layout
 
         def packed_window(rows: tuple[int, int], columns: tuple[int, int]) -> np.ndarray:
-            return pack_window(mosaic.data, placement, rows, columns, multipliers, layout)
+            return pack_window(mosaic.data, placement, rows, columns, multipliers, layout, ceiling)
 
         image = new_image(mosaic.shape, bits, self._images)
         origin = (placement.top, placement.left)
@@ -357,7 +376,7 @@ class Enhancer:
         except FloatingPointError:  # damaged weights (or absurd inputs): never write garbage pixels
             raise self._model_error(f"the network's output holds NaN or Inf values (gain {gain:g})",
                                     "check the model or checkpoint, and the input's levels") from None
-        return EnhanceResult(image, gain, seconds, tiles=tiles, white_balance=balance)
+        return EnhanceResult(image, gain, seconds, tiles=tiles, white_balance=balance, input_warning=warning)
 
     def enhance_file(
         self,
@@ -469,7 +488,8 @@ def enhance_folder(
             log.debug("traceback for %s", source.name, exc_info=True)
         else:
             entry = {"input": str(source), "output": str(target), "size": list(result.image.shape[:2]),
-                     "gain": result.gain, "seconds": {k: round(v, 4) for k, v in result.seconds.items()}}
+                     "gain": result.gain, "seconds": {k: round(v, 4) for k, v in result.seconds.items()},
+                     "input_warning": result.input_warning}
         results.append(entry)
         progress.update(done, source.name)
         if on_file is not None:

@@ -13,11 +13,12 @@ import logging
 import platform
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from toolkit.camera.bayer import Placement, features_to_image, pack_network_input, to_network_grid
+from toolkit.camera.bayer import Placement, features_to_image
 from toolkit.camera.sizes import parse_size
 from toolkit.data.metrics import psnr
 from toolkit.errors import UserError, require_torch
@@ -33,6 +34,12 @@ FP32_MAX_ABS = 1e-4
 INT8_MIN_PSNR_VS_FP32 = 40.0
 INT8_MAX_GT_LOSS_DB = 0.3
 VALIDATION_SCENES = 4
+# INT8 must also hold on the stress set (`toolkit.data.stress`): a mean and a worst image against FP32.
+STRESS_MIN_MEAN_DB = 40.0
+STRESS_MIN_WORST_DB = 32.0
+STRESS_PER_CATEGORY = 2
+STRESS_CONTENT = (768, 1024)  # stress scenes are made no larger, and padded into larger artifacts
+IDENTICAL_DB = 99.0
 # What the exported graph looks like; artifacts of another graph version are rebuilt, never reused.
 # 2: the inner PixelShuffle as a one-hot transposed convolution (no 6-D transposes).
 # 3 (TFLite): input and output in NHWC, the order TFLite computes in, so the graph has no TRANSPOSE.
@@ -48,13 +55,16 @@ def meets_bar(precision: str, validation: dict) -> bool:
     if precision == "fp32":
         return validation["max_abs_error"] <= FP32_MAX_ABS
     psnr_vs_fp32 = validation["psnr_vs_fp32_db"]  # None: identical to FP32
-    return (psnr_vs_fp32 is None or psnr_vs_fp32 >= INT8_MIN_PSNR_VS_FP32) and validation["delta_psnr_vs_gt_db"] >= -INT8_MAX_GT_LOSS_DB
+    held_out = (psnr_vs_fp32 is None or psnr_vs_fp32 >= INT8_MIN_PSNR_VS_FP32) and validation["delta_psnr_vs_gt_db"] >= -INT8_MAX_GT_LOSS_DB
+    stress = validation.get("stress")
+    return held_out and stress is not None and stress["mean_db"] >= STRESS_MIN_MEAN_DB and stress["worst_db"] >= STRESS_MIN_WORST_DB
 
 
 def _bar_text(precision: str) -> str:
     if precision == "fp32":
         return f"max abs error <= {FP32_MAX_ABS:g} against FP32 PyTorch"
-    return f">= {INT8_MIN_PSNR_VS_FP32:g} dB against FP32 and <= {INT8_MAX_GT_LOSS_DB:g} dB loss against ground truth"
+    return (f">= {INT8_MIN_PSNR_VS_FP32:g} dB against FP32 and <= {INT8_MAX_GT_LOSS_DB:g} dB loss against ground truth on "
+            f"held-out scenes; on the stress set a mean >= {STRESS_MIN_MEAN_DB:g} dB and every image >= {STRESS_MIN_WORST_DB:g} dB against FP32")
 
 
 def _version(package: str) -> str | None:
@@ -64,37 +74,91 @@ def _version(package: str) -> str | None:
         return None
 
 
-def validation_inputs(size: tuple[int, int], count: int = VALIDATION_SCENES,
-                      white_balance: str = "none") -> list[tuple[str, np.ndarray, np.ndarray, Placement]]:
-    """(name, packed input, target sRGB, placement) for held-out scenes padded to `size` (true ratio as
-    gain), white-balanced for weights whose input contract asks for it."""
-    from toolkit.data.dataset import evaluation_scenes, network_mosaic
+@dataclass
+class ValidationImage:
+    """One image an artifact is checked on: its packed input, what it should look like, where it sits
+    in the padded input, and what its input asks of the network (`input_exposure`)."""
 
-    scenes = evaluation_scenes(crop=size, crops_per_photo=1, ratios=(100, 300))[:count]
+    name: str
+    group: str  # "held_out", or the stress category
+    packed: np.ndarray
+    target: np.ndarray
+    placement: Placement
+    exposure: dict
+
+
+def _images(scenes, size: tuple[int, int], white_balance: str, group=None) -> list[ValidationImage]:
+    from toolkit.camera.bayer import input_exposure
+    from toolkit.data.dataset import packed_input
+
     out = []
     for scene in scenes:
-        grid, place = to_network_grid(network_mosaic(scene.pair, white_balance), "RGGB", size=size)
-        packed = pack_network_input(grid, scene.ratio)
-        out.append((scene.name, packed, scene.pair.target, place))
+        gain = scene.gain if hasattr(scene, "gain") else scene.ratio
+        packed, place = packed_input(scene.pair, gain, white_balance, size)
+        out.append(ValidationImage(scene.name, group or scene.group, packed, scene.pair.target, place,
+                                   input_exposure(scene.pair.normalised(), gain)))
     return out
 
 
-def validate(runner, inputs: list, references: list[np.ndarray]) -> dict:
-    """Compare an artifact with the FP32 reference outputs on held-out scenes (`validation_inputs`)."""
-    max_abs, vs_ref, delta = 0.0, [], []
-    for (_, packed, target, place), ref in zip(inputs, references):
-        ours = runner.run(packed)
-        max_abs = max(max_abs, float(np.max(np.abs(ours - ref))))
-        image, ref_image = features_to_image(ours[0], place), features_to_image(ref[0], place)
-        vs_ref.append(psnr(image, ref_image))
-        delta.append(psnr(image, target) - psnr(ref_image, target))
+def validation_inputs(size: tuple[int, int], count: int = VALIDATION_SCENES, white_balance: str = "none") -> list[ValidationImage]:
+    """Held-out scenes padded to `size` (true ratio as gain), white-balanced for weights whose input
+    contract asks for it: what every artifact is checked on."""
+    from toolkit.data.dataset import evaluation_scenes
+
+    scenes = evaluation_scenes(crop=size, crops_per_photo=1, ratios=(100, 300))[:count]
+    return _images(scenes, size, white_balance, "held_out")
+
+
+def stress_inputs(size: tuple[int, int], white_balance: str = "none") -> list[ValidationImage]:
+    """The stress set (`toolkit.data.stress`, validation split) at the artifact's shape: what INT8
+    artifacts must also survive. Scenes are made at most `STRESS_CONTENT` and padded beyond it."""
+    from toolkit.data.stress import stress_scenes
+
+    content = (min(size[0], STRESS_CONTENT[0]), min(size[1], STRESS_CONTENT[1]))
+    return _images(stress_scenes(content, per_category=STRESS_PER_CATEGORY), size, white_balance)
+
+
+def _summary(values: list[float]) -> dict:
+    finite = [v for v in values if np.isfinite(v)]
+    return {"mean_db": round(float(np.mean(finite)), 3) if finite else None,
+            "worst_db": round(float(min(values)), 3) if values else None, "images": len(values)}
+
+
+def validate(runner, images: list[ValidationImage], references: list[np.ndarray]) -> dict:
+    """Compare an artifact with the FP32 reference outputs: the held-out scenes' mean PSNR against
+    FP32 and change against ground truth, and, when stress images are given, the stress set's mean
+    and worst image per category and over all (identical outputs count as 99 dB)."""
+    max_abs, vs_ref, delta, stress = 0.0, [], [], {}
+    for item, ref in zip(images, references):
+        ours = runner.run(item.packed)
+        image, ref_image = features_to_image(ours[0], item.placement), features_to_image(ref[0], item.placement)
+        score = psnr(image, ref_image)
+        if item.group == "held_out":
+            max_abs = max(max_abs, float(np.max(np.abs(ours - ref))))
+            vs_ref.append(score)
+            delta.append(psnr(image, item.target) - psnr(ref_image, item.target))
+        else:
+            stress.setdefault(item.group, []).append((item.name, min(score, IDENTICAL_DB)))
     finite = [v for v in vs_ref if np.isfinite(v)]
-    return {
-        "scenes": len(inputs),
+    result = {
+        "scenes": len(vs_ref),
         "psnr_vs_fp32_db": round(float(np.mean(finite)), 3) if finite else None,  # None: identical output
         "max_abs_error": max_abs,
         "delta_psnr_vs_gt_db": round(float(np.mean(delta)), 4),
     }
+    if stress:
+        scores = [item for group in stress.values() for item in group]
+        worst = min(scores, key=lambda item: item[1])
+        result["stress"] = {**_summary([v for _, v in scores]), "worst_image": worst[0],
+                            "categories": {group: _summary([v for _, v in items]) for group, items in stress.items()}}
+    return result
+
+
+def validated_input(images: list[ValidationImage]) -> dict:
+    """The most an input asked of the network among the images an artifact passed: `llpack enhance`
+    warns when a photo asks more of an INT8 artifact."""
+    return {"clipped_fraction": round(max(i.exposure["clipped_fraction"] for i in images), 6),
+            "mean": round(max(i.exposure["mean"] for i in images), 6)}
 
 
 def artifact_folder(root: str | Path, target: str, precision: str, size: tuple[int, int]) -> Path:
@@ -129,11 +193,13 @@ def export(
     body = PackedBody(model).eval()
 
     white_balance = model.input_contract["white_balance"]
-    scenes = validation_inputs((height, width), white_balance=white_balance)
+    images = validation_inputs((height, width), white_balance=white_balance)
+    if precision == "int8":
+        images += stress_inputs((height, width), white_balance)
     with torch.inference_mode():  # the FP32 answers every attempt is compared with, computed once
-        references = [body(torch.from_numpy(packed)).numpy() for _, packed, _, _ in scenes]
+        references = [body(torch.from_numpy(item.packed)).numpy() for item in images]
 
-    calibration_set = None
+    calibration_sets: dict[str, object] = {}
     attempts_to_try: list[dict | None] = [None]
     if precision == "int8":
         from quantization import raw_folder_calibration, remedies, synthetic_calibration
@@ -142,9 +208,9 @@ def export(
             if not model.config.amplifier:  # the amplifier brings the user's RAW files to the network's range
                 raise UserError(f"{model.variant} has no amplifier to set the gain of calibration RAW files",
                                 "leave --calibration out to use the synthetic calibration set")
-            calibration_set = raw_folder_calibration(calibration, model.automatic_gain, white_balance=white_balance)
+            calibration_sets["base"] = raw_folder_calibration(calibration, model.automatic_gain, white_balance=white_balance)
         else:
-            calibration_set = synthetic_calibration(white_balance=white_balance)
+            calibration_sets["base"] = synthetic_calibration(white_balance=white_balance)
         attempts_to_try = list(remedies(target.name))
 
     with staged_folder(out_dir) as stage:
@@ -154,10 +220,15 @@ def export(
             for old in stage.iterdir():
                 old.unlink()
             start = time.perf_counter()
+            calibration_set = None
             if precision == "int8":
-                from quantization import quantize
+                from quantization import quantize, with_stress
 
-                files = quantize(body, calibration_set, target.name, (height, width), stage, remedy)
+                coverage = remedy.get("calibration", "base")  # "stress": plus the stress categories, made once
+                if coverage not in calibration_sets:
+                    calibration_sets[coverage] = with_stress(calibration_sets["base"], white_balance)
+                calibration_set = calibration_sets[coverage]
+                files = quantize(body, calibration_set, target.name, (height, width), stage, remedy, white_balance)
             else:
                 files = target.build(body, (height, width), stage)
             build_s = time.perf_counter() - start
@@ -166,19 +237,26 @@ def export(
                      f" with {remedy}" if remedy else "")
             start = time.perf_counter()
             runner = target.load(stage, {})
-            validation = validate(runner, scenes, references)
+            validation = validate(runner, images, references)
             validation["seconds"] = round(time.perf_counter() - start, 2)
-            attempts.append({"settings": remedy, **{k: validation[k] for k in ("psnr_vs_fp32_db", "max_abs_error", "delta_psnr_vs_gt_db")}})
+            stress = validation.get("stress")
+            attempts.append({"settings": remedy, **{k: validation[k] for k in ("psnr_vs_fp32_db", "max_abs_error", "delta_psnr_vs_gt_db")},
+                             **({"stress_mean_db": stress["mean_db"], "stress_worst_db": stress["worst_db"]} if stress else {})})
             if meets_bar(precision, validation):
                 break
-            log.warning("%s %s%s misses the bar (%s): PSNR vs FP32 %s dB, max abs error %.2e", target.name, precision,
-                        f" with {remedy}" if remedy else "", _bar_text(precision), validation["psnr_vs_fp32_db"], validation["max_abs_error"])
+            log.warning("%s %s%s misses the bar (%s): PSNR vs FP32 %s dB%s, max abs error %.2e", target.name, precision,
+                        f" with {remedy}" if remedy else "", _bar_text(precision), validation["psnr_vs_fp32_db"],
+                        f", stress mean {stress['mean_db']} dB, worst {stress['worst_db']} dB ({stress['worst_image']})" if stress else "",
+                        validation["max_abs_error"])
         degraded = not meets_bar(precision, validation)
         validation.update({"degraded": degraded, "bar": _bar_text(precision), "attempts": attempts})
+        if precision == "int8":
+            validation["validated_input"] = validated_input(images)
         if degraded and not allow_degraded:
             raise UserError(
                 f"{target.name} {precision} misses the accuracy bar ({_bar_text(precision)}) after {len(attempts)} attempt(s): "
-                f"max abs error {validation['max_abs_error']:.2e}, {validation['psnr_vs_fp32_db']} dB against FP32; nothing was written",
+                f"max abs error {validation['max_abs_error']:.2e}, {validation['psnr_vs_fp32_db']} dB against FP32"
+                + (f", stress set mean {stress['mean_db']} dB, worst {stress['worst_db']} dB" if stress else "") + "; nothing was written",
                 "re-run with --allow-degraded to keep it anyway (the manifest will say so)",
             )
         inputs, outputs = io_contract((height, width), amplifier_affine(model), model.config.sigmoid, target.layout,

@@ -211,12 +211,16 @@ def test_fast_histogram_equals_numpy(seed, size, top):
 
 @settings(max_examples=40, deadline=None)
 @given(st.integers(1, 6), st.integers(1, 6), st.integers(0, 2**31 - 1))
-def test_fused_pack_equals_pack_times_gain(h, w, seed):
+def test_fused_pack_equals_pack_times_gain_clipped(h, w, seed):
     from toolkit.camera.bayer import pack_network_input, pack_rggb
 
-    mosaic = np.random.default_rng(seed).random((16 * h, 16 * w), dtype=np.float32)
+    mosaic = np.random.default_rng(seed).random((16 * h, 16 * w), dtype=np.float32) / 100
     expected = pack_rggb(mosaic)[None] * np.float32(123.4)
-    assert np.array_equal(pack_network_input(mosaic, 123.4), expected)
+    assert np.array_equal(pack_network_input(mosaic, 123.4, ceiling=None), expected)
+    assert np.array_equal(pack_network_input(mosaic, 123.4), np.minimum(expected, np.float32(1.0)))
+    ceiling = np.array([2.0, 1.0, 1.0, 1.5], np.float32)
+    per_plane = np.minimum(expected, np.repeat(ceiling, 64)[None, :, None, None])
+    assert np.array_equal(pack_network_input(mosaic, 123.4, ceiling=ceiling), per_plane)
 
 
 @settings(max_examples=40, deadline=None)

@@ -66,16 +66,19 @@ def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 def saturated_discs(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
-    """Dead leaves recoloured at full saturation and high value: the most colourful a scene gets."""
-    leaves = dead_leaves(size, rng, r_min=6.0)
-    # Each disc keeps its identity through its original colour; give it a new saturated colour.
-    key = np.round(leaves * 255).astype(np.int64) @ np.array([65536, 256, 1])
-    _, label = np.unique(key, return_inverse=True)
-    label = label.reshape(size)
-    hue = rng.random(label.max() + 1)[label]
-    sat = rng.uniform(0.85, 1.0, label.max() + 1)[label]
-    val = rng.uniform(0.7, 1.0, label.max() + 1)[label]
-    return _hsv_to_rgb(hue, sat, val)
+    """Overlapping discs of fully saturated colours at high value on a saturated ground: the most
+    colourful a scene gets. Radii 6-80 pixels in a 512x512 frame, scaled with the frame."""
+    height, width = size
+    scale = np.sqrt(height * width) / 512
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    hue = np.full(size, rng.random(), np.float32)
+    value = np.full(size, rng.uniform(0.7, 1.0), np.float32)
+    for _ in range(int(rng.integers(40, 80))):
+        r = rng.uniform(6, 80) * scale
+        cy, cx = rng.uniform(0, height), rng.uniform(0, width)
+        inside = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+        hue[inside], value[inside] = rng.random(), rng.uniform(0.7, 1.0)
+    return _hsv_to_rgb(hue, rng.uniform(0.9, 1.0) * np.ones_like(hue), value)
 
 
 def hue_gradient(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:

@@ -28,8 +28,6 @@ SETTINGS = {
         ("true min/max + stress calibration", {"overflow_fix": False, "range": "minmax", "calibration": "stress"}),
         ("histogram + stress calibration + fusion 1x1 FP32", {"overflow_fix": False, "range": "histogram", "calibration": "stress",
                                                               "keep_float": ["fusion_1x1"]}),
-        ("true min/max + fusion 1x1 FP32 + full bias correction", {"overflow_fix": False, "range": "minmax",
-                                                                  "keep_float": ["fusion_1x1"], "bias_correction": "full"}),
         ("true min/max + fusion 1x1 FP32", {"overflow_fix": False, "range": "minmax", "keep_float": ["fusion_1x1"]}),
     ],
     "tflite": [

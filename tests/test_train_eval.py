@@ -1,7 +1,10 @@
 """Training lowers the loss and resumes exactly; evaluation runs end to end and is reproducible."""
 from __future__ import annotations
 
+import csv
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -188,3 +191,31 @@ def test_training_with_the_torch_synthesiser(tmp_path):
     rows = list(__import__("csv").DictReader(open(tmp_path / "loss.csv")))
     assert [int(r["step"]) for r in rows] == [5, 10, 12] and all(np.isfinite(float(r["loss"])) for r in rows)
     assert result["checkpoint"]
+
+
+@needs_torch
+def test_the_run_in_progress_reproduces_its_recorded_first_steps(tmp_path):
+    """The committed in-training record's first command, re-run for its first 100 steps: the same
+    logged losses (bf16 on another CPU may differ in the last digits: relative tolerance 1 %)."""
+    import shlex
+
+    from toolkit.cli import main
+    from toolkit.data.sources import SYSTEM_TRAIN_PHOTOS
+    from toolkit.model.checkpoint import DEFAULT_CHECKPOINT
+
+    record_file = DEFAULT_CHECKPOINT.parent / "in-training" / "detail-wb-v2-best.json"
+    if not record_file.exists():
+        pytest.skip("no run in progress is committed")
+    if not all(Path(p.path_text).exists() for p in SYSTEM_TRAIN_PHOTOS) and not os.environ.get("LLPACK_SYSTEM_ROOT"):
+        pytest.skip("the recipe reads mate-backgrounds' photos: apt-get install mate-backgrounds")
+    record = json.loads(record_file.read_text())
+    first = next(s for s in record["segments"] if s["start_step"] == 0 and s["init"] is None)
+    args = shlex.split(first["command"])[2:]  # after "llpack train"
+    args[args.index("--out") + 1] = str(tmp_path / "run")
+    steps = record["first_log"][-1]["step"]
+    assert main(["-q", "train", *args, "--state", str(tmp_path / "state"), "--stop-at", str(steps), "--no-resume"]) == 0
+    rows = {int(r["step"]): r for r in csv.DictReader((tmp_path / "state" / "loss.csv").read_text().splitlines())}
+    for expected in record["first_log"]:
+        got = rows[expected["step"]]
+        for key in ("l1", "loss", "gain_err", "lr"):
+            assert float(got[key]) == pytest.approx(expected[key], rel=0.01), (expected["step"], key)

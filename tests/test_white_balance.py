@@ -174,3 +174,16 @@ def test_an_artifact_carries_and_applies_the_white_balance_contract(tmp_path):
     by_artifact = Enhancer(model=tmp_path / "artifact", ratio="auto").enhance(mosaic)
     assert by_artifact.white_balance == by_torch.white_balance and by_artifact.gain == pytest.approx(by_torch.gain, rel=1e-5)
     np.testing.assert_allclose(by_artifact.image, by_torch.image, atol=1e-4)
+    # The profiler's camera path and its quality inputs follow the same contract as `llpack enhance`.
+    from toolkit.bench.profile import ModelSpec, input_contract, prepare_inputs
+    from toolkit.bench.worker import LLPackNetModel
+    from toolkit.camera.bayer import features_to_image
+
+    worker = LLPackNetModel({"path": str(tmp_path / "artifact")})
+    worker.load()
+    packed, place = worker.preprocess(mosaic, (64, 96), ratio=100.0)
+    np.testing.assert_allclose(features_to_image(worker.run(packed)[0], place), by_artifact.image, atol=1e-5)
+    spec = ModelSpec("onnxruntime-fp32", "artifact", (64, 96), str(tmp_path / "artifact"), "onnxruntime")
+    assert input_contract([spec]) == "file"
+    info = prepare_inputs(tmp_path / "inputs", (64, 96), "file")
+    assert info["white_balance"] == "file" and prepare_inputs(tmp_path / "inputs", (64, 96))["white_balance"] == "none"

@@ -195,6 +195,8 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init", help="checkpoint to start from when there is no resume state (fresh optimiser; a checkpoint "
                                   "of the same recipe also sets the step to go on from)")
     p.add_argument("--max-minutes", type=float, help="stop cleanly after this many minutes (the state is saved; run again to go on)")
+    p.add_argument("--stop-at", dest="stop_at", type=int, metavar="STEP",
+                   help="stop cleanly after this step, the schedule still that of --steps (to re-run a run's first steps)")
     p.add_argument("--photos", dest="photos_dir", help="folder of extra clean sRGB photos to train on")
     p.add_argument("--no-resume", dest="resume", action="store_false", help="start over even if a resume state exists")
     defaults = {f.name: f.default for f in fields(TrainConfig)}
@@ -225,7 +227,8 @@ def _run_train(args: argparse.Namespace) -> dict:
         raise UserError(f"--max-minutes must be positive, not {args.max_minutes}")
     state = args.state or default_state_dir(args.out)
     result = train(cfg, args.out, resume=args.resume, show_progress=not args.quiet, state_dir=state, init=args.init,
-                   stop_after_s=None if args.max_minutes is None else args.max_minutes * 60, command=" ".join(["llpack"] + sys.argv[1:]))
+                   stop_after_s=None if args.max_minutes is None else args.max_minutes * 60, command=" ".join(["llpack"] + sys.argv[1:]),
+                   stop_at_step=args.stop_at)
     if args.publish_default:
         from toolkit.training.trainer import publish_default_weights
 

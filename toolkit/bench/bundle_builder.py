@@ -108,7 +108,7 @@ def build_bundle(device: str, out: str | os.PathLike, precisions: list[str] | No
         raise UserError(f"{final} exists and is not a bundle", "choose a new --out folder (an old bundle there is replaced)")
     weights = weights_sha256(checkpoint)
 
-    from toolkit.deploy.artifact import staged_folder
+    from toolkit.deploy.artifact import read_manifest, staged_folder, white_balance_contract
 
     with staged_folder(final) as stage:
         labels = []
@@ -119,14 +119,15 @@ def build_bundle(device: str, out: str | os.PathLike, precisions: list[str] | No
             shutil.copytree(source, stage / "artifacts" / source.name)
             labels.append((f"tflite-{precision}", f"artifacts/{source.name}"))
         inputs = stage / "inputs" / f"{height}x{width}"
-        info_inputs = prepare_inputs(inputs, (height, width))
+        contract = white_balance_contract(read_manifest(stage / labels[0][1]))
+        info_inputs = prepare_inputs(inputs, (height, width), contract)
 
         # The x86 answers: FP32 PyTorch images of the scenes, and every model's output for the sample.
         from targets import get_target
         from toolkit.camera.bayer import pack_network_input, to_network_grid
         from toolkit.camera.raw import read_mosaic
         from toolkit.data.synth import sample_scene
-        from toolkit.deploy.artifact import automatic_gain, read_manifest
+        from toolkit.deploy.artifact import camera_input_gains
         from toolkit.fileio import write_image
         from toolkit.model.checkpoint import load_model
         from toolkit.model.llpacknet import PackedBody
@@ -138,7 +139,8 @@ def build_bundle(device: str, out: str | os.PathLike, precisions: list[str] | No
         manifest = read_manifest(stage / labels[0][1])
         mosaic = read_mosaic(inputs / "sample.dng")
         grid, _ = to_network_grid(mosaic.data, mosaic.pattern, size=(height, width))
-        packed = pack_network_input(grid, automatic_gain(manifest, mosaic) or info_inputs["sample_ratio"])
+        gains, ceiling = camera_input_gains(manifest, mosaic, info_inputs["sample_ratio"])
+        packed = pack_network_input(grid, gains, ceiling=ceiling)
         np.save(x86 / "sample_packed.npy", packed)
         body = PackedBody(load_model(checkpoint)).eval()
         with torch.inference_mode():

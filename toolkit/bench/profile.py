@@ -55,30 +55,31 @@ class ModelSpec:
 
 
 # ---------------------------------------------------------------- inputs
-def _quality_scenes(size: tuple[int, int]) -> tuple[list, str]:
-    """Held-out evaluation scenes when their photos are installed, else synthetic dead-leaves scenes."""
-    from toolkit.camera.bayer import pack_network_input, to_network_grid
-
+def _quality_scenes(size: tuple[int, int], white_balance: str = "none") -> tuple[list, str]:
+    """Held-out evaluation scenes when their photos are installed, else synthetic dead-leaves scenes,
+    packed for weights with this input contract (`white_balance` "file": balanced first)."""
     try:
         from toolkit.deploy.export import validation_inputs
 
-        return [(item.packed, item.target, item.placement) for item in validation_inputs(size, QUALITY_SCENES)], \
+        return [(item.packed, item.target, item.placement) for item in validation_inputs(size, QUALITY_SCENES, white_balance)], \
             "held-out evaluation photos (toolkit.data.dataset.evaluation_scenes, never trained on)"
     except (ImportError, UserError) as exc:  # a device without the photo packages
         log.info("evaluation photos unavailable (%s): scoring on synthetic dead-leaves scenes", exc)
+    from toolkit.data.dataset import packed_input
     from toolkit.data.synth import sample_scene
 
     scenes = []
     crop = (min(size[0], 256), min(size[1], 384))
     for i in range(QUALITY_SCENES):
         pair = sample_scene(100 + i, size=crop, ratio=(100.0, 250.0, 300.0, 100.0)[i])
-        grid, place = to_network_grid(pair.normalised(), "RGGB", size=size)
-        scenes.append((pack_network_input(grid, pair.ratio), pair.target, place))
+        packed, place = packed_input(pair, pair.ratio, white_balance, size)
+        scenes.append((packed, pair.target, place))
     return scenes, "synthetic dead-leaves scenes (seeds 100-103)"
 
 
-def prepare_inputs(folder: Path, size: tuple[int, int]) -> dict:
-    """Write the shared inputs of one size once: sample.dng (camera stages) and scenes.npz (quality)."""
+def prepare_inputs(folder: Path, size: tuple[int, int], white_balance: str = "none") -> dict:
+    """Write the shared inputs of one size once: sample.dng (camera stages) and scenes.npz (quality),
+    the scenes packed for weights with this input contract (made again when it changes)."""
     from toolkit.camera.dng import write_dng
     from toolkit.data.synth import sample_scene
 
@@ -90,16 +91,30 @@ def prepare_inputs(folder: Path, size: tuple[int, int]) -> dict:
                   as_shot_neutral=pair.unprocess.as_shot_neutral)
     scenes_file = folder / "scenes.npz"
     info_file = folder / "scenes.json"
-    if not scenes_file.exists() or not info_file.exists():
-        scenes, source = _quality_scenes(size)
+    stale = not scenes_file.exists() or not info_file.exists() \
+        or json.loads(info_file.read_text()).get("white_balance", "none") != white_balance
+    if stale:
+        scenes, source = _quality_scenes(size, white_balance)
         arrays = {}
         for i, (packed, target, place) in enumerate(scenes):
             arrays[f"packed_{i}"] = packed
             arrays[f"target_{i}"] = np.asarray(target, np.float32)
             arrays[f"place_{i}"] = np.array([place.top, place.left, place.height, place.width, place.padded_height, place.padded_width])
         atomic_write_npz(scenes_file, count=np.array(len(scenes)), **arrays)
-        atomic_write_json(info_file, {"source": source, "count": len(scenes)})
+        atomic_write_json(info_file, {"source": source, "count": len(scenes), "white_balance": white_balance})
     return {"sample": str(sample), "sample_ratio": SAMPLE_RATIO, **json.loads(info_file.read_text())}
+
+
+def input_contract(specs: list["ModelSpec"]) -> str:
+    """The white-balance contract the LLPackNet artifacts among `specs` share ("none" without any);
+    artifacts of one size that disagree cannot share one set of quality inputs."""
+    from toolkit.deploy.artifact import read_manifest, white_balance_contract
+
+    contracts = {white_balance_contract(read_manifest(s.path)) for s in specs if s.kind == "artifact" and s.path}
+    if len(contracts) > 1:
+        raise UserError("these artifacts take different inputs (white-balanced and as read)",
+                        "profile artifacts of weights with the same input contract together")
+    return contracts.pop() if contracts else "none"
 
 
 # ---------------------------------------------------------------- which models
@@ -292,7 +307,7 @@ def profile(
             continue
         folder = run_dir / "inputs" / f"{size[0]}x{size[1]}"
         (folder / "reference.npz").unlink(missing_ok=True)  # quality is scored against this run's reference only
-        inputs[size] = {"folder": str(folder), **prepare_inputs(folder, size)}
+        inputs[size] = {"folder": str(folder), **prepare_inputs(folder, size, input_contract([s for s in specs if s.size == size]))}
     from .params import count_artifact_parameters
 
     for spec in specs:  # read from each model file here, so no worker's memory includes the reading

@@ -141,17 +141,16 @@ class LLPackNetModel:
         quant = self.manifest["output"].get("quantization")
         return float(quant["scale"]) if quant else None
 
-    def gain(self, mosaic, ratio: float) -> float:
-        from toolkit.deploy.artifact import automatic_gain
-
-        return automatic_gain(self.manifest, mosaic) or ratio
-
     def preprocess(self, mosaic, size, ratio: float):
-        """The camera path of `Enhancer.enhance`: gain, then Pack straight from the unpadded mosaic,
-        in the model's own layout (what `run_native` and `native_image` take)."""
+        """The camera path of `Enhancer.enhance`: white balance (if the artifact takes it), gain and
+        clip, then Pack straight from the unpadded mosaic, in the model's own layout (what
+        `run_native` and `native_image` take)."""
+        from toolkit.deploy.artifact import camera_input_gains
+
         place = plan_placement(*mosaic.shape, mosaic.pattern, size=size)
         rows, columns = (0, place.padded_height // GRID), (0, place.padded_width // GRID)
-        return pack_window(mosaic.data, place, rows, columns, self.gain(mosaic, ratio), self.runner.layout), place
+        gains, ceiling = camera_input_gains(self.manifest, mosaic, ratio)
+        return pack_window(mosaic.data, place, rows, columns, gains, self.runner.layout, ceiling), place
 
     def run(self, packed: np.ndarray) -> np.ndarray:
         """NCHW in and out, whatever the model's layout (quality and parity checks)."""

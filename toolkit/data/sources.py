@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,7 +94,10 @@ class SystemPhoto:
         return f"debian:{self.package}:{Path(self.path_text).stem}"
 
     def path(self) -> Path:
-        file = Path(self.path_text)
+        """Where the package put it, under $LLPACK_SYSTEM_ROOT when that is set (a copy of those files
+        carried to a machine without the package, such as a rented GPU)."""
+        root = os.environ.get("LLPACK_SYSTEM_ROOT")
+        file = Path(root) / self.path_text.lstrip("/") if root else Path(self.path_text)
         if not file.exists():
             raise InputError(f"{file} is missing", f"install the Debian package: apt-get install {self.package}")
         return file

@@ -290,3 +290,16 @@ def white_balance_contract(manifest: dict) -> str:
     have no such step: their weights take the mosaic as read)."""
     steps = [s for s in manifest["input"]["preprocessing"] if s["step"] == "white_balance"]
     return "file" if steps and steps[0].get("applied") is True else "none"
+
+
+def camera_input_gains(manifest: dict, mosaic, ratio: float) -> tuple[np.ndarray, np.ndarray]:
+    """(per-plane multipliers, per-plane ceiling) for packing a camera mosaic (`Mosaic`) the way
+    `llpack enhance` does for this artifact with the file's white balance: the amplifier's gain (or
+    `ratio` without one), times the white balance when the artifact takes balanced input, clipped
+    at full scale before the balance (numpy only: what a board's profiler runs)."""
+    from toolkit.camera.bayer import input_ceiling, plane_gains
+    from toolkit.camera.colour import choose_white_balance
+
+    balance = choose_white_balance(mosaic, "file").gains if white_balance_contract(manifest) == "file" else None
+    gain = automatic_gain(manifest, mosaic, balance) or ratio
+    return plane_gains(gain, balance), input_ceiling(balance)

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 STATE_FILE = "train_state.pt"
 _RESUMABLE_CHANGES = ("steps", "checkpoint_every", "log_every", "device", "precision", "save_every_s", "validate_every", "synthesis")  # may differ on resume
 FINAL_FILE = "llpacknet.pt"
+FIRST_LOG_ROWS = 2  # the first logged losses a record keeps, so a test can re-run them
 BEST_FILE = "best.pt"
 
 
@@ -203,7 +204,7 @@ def _weights_meta(recipe_name: str, white_balance: str, step: int, record: dict)
 
 def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progress: bool = True,
           state_dir: str | Path | None = None, init: str | Path | None = None, stop_after_s: float | None = None,
-          command: str | None = None) -> dict:
+          command: str | None = None, stop_at_step: int | None = None) -> dict:
     """Train (or continue training) into `out_dir`; returns a summary with the final checkpoint path.
 
     The resume state lives in `state_dir` (default: `out_dir`; the CLI puts it in the user's cache,
@@ -211,7 +212,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
     seconds. Without a state, `init` (a checkpoint, e.g. the committed weights) seeds the network
     and the run goes on from the step it records, with a fresh optimiser. With `validate_every`,
     the best weights so far are kept as `best.pt` (with `best.json`) in both folders.
-    `stop_after_s` ends the run cleanly after that much time (the state is saved; run again to go on).
+    `stop_after_s` ends the run cleanly after that much time (the state is saved; run again to go on),
+    `stop_at_step` after that step, with the learning-rate schedule still that of `cfg.steps` (how a
+    test re-runs a recorded run's first steps).
     """
     recipe = get_recipe(cfg.recipe)
     mix = recipe.data
@@ -286,7 +289,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
                 "torch": str(torch.__version__), "final_l1": history.rows[-1]["l1"] if history.rows else None,
                 "amplifier_fit_median_log_error": amplifier_fit_error, "input": {"white_balance": mix.white_balance},
                 "segments": segments + [{**segment, "end_step": step, "seconds": round(time.monotonic() - started, 1)}],
-                "best": best}
+                "best": best, "first_log": history.rows[:FIRST_LOG_ROWS]}
 
     def save_weights(path: Path, step: int) -> None:
         save_checkpoint(model, path, **_weights_meta(cfg.recipe, mix.white_balance, step, record_now(step)))
@@ -362,14 +365,15 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
                 bar.update(done, f"L1 {l1_mean:.4f} loss {loss_mean:.4f} gain err {gerr:.3f}")
             if validation is not None and (done % cfg.validate_every == 0 or done == cfg.steps):
                 validate(done)
-            out_of_time = stop_after_s is not None and time.monotonic() - started >= stop_after_s
+            out_of_time = ((stop_after_s is not None and time.monotonic() - started >= stop_after_s)
+                           or (stop_at_step is not None and done >= stop_at_step))
             if done % cfg.checkpoint_every == 0 or done == cfg.steps or out_of_time or time.monotonic() - last_save >= cfg.save_every_s:
                 checkpoint(done)
                 last_save = time.monotonic()
             if out_of_time and done < cfg.steps:
                 stopped_early = True
                 upcoming.cancel()
-                log.info("stopping at step %d after %.0f s as asked; run the same command again to go on", done, stop_after_s)
+                log.info("stopping at step %d as asked; run the same command again to go on", done)
                 break
     if start_step >= cfg.steps:
         bar.update(cfg.steps, "already complete")

@@ -4,10 +4,11 @@
 #   here, once:      bash scripts/train-on-gpu.sh prepare       # state + system photos into .gpu/ (git-ignored)
 #   on the device:   bash scripts/train-on-gpu.sh run MINUTES   # carry .gpu; writes into $OUT
 #   here, after:     bash scripts/train-on-gpu.sh collect DIR   # DIR: the returned files; the state goes back to the cache
+#                    (stop the CPU run first, or it overwrites the returned state at its next save)
 #
 # The run goes on from the state this machine's CPU run left (same command, same recipe), on the GPU
 # with noise synthesis in torch; without a state it starts from the committed in-training weights.
-# The device has its own Python with PyTorch; nothing is installed there.
+# The device has its own Python with PyTorch (python3; set PYTHON to use another); nothing is installed there.
 set -euo pipefail
 RUN=train-detail-wb-v2
 TRAIN=(--out "runs/$RUN" --recipe detail-wb-v2 --steps 150000 --lr 1e-3 --warmup 1000 --precision bf16
@@ -28,8 +29,8 @@ run)
     export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1 LLPACK_CACHE="$PWD/.gpu/cache" LLPACK_SYSTEM_ROOT="$PWD/.gpu/root"
     out="${OUT:-runs/gpu-out}"
     mkdir -p "$out"
-    python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
-    python3 -m toolkit.cli -v train "${TRAIN[@]}" --device "${DEVICE:-cuda}" --synthesis "${SYNTHESIS:-torch}" \
+    "${PYTHON:-python3}" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+    "${PYTHON:-python3}" -m toolkit.cli -v train "${TRAIN[@]}" --device "${DEVICE:-cuda}" --synthesis "${SYNTHESIS:-torch}" \
         --init toolkit/model/weights/in-training/detail-wb-v2-best.pt --max-minutes "$minutes" 2>&1 | tee "$out/train.log"
     for f in "${FILES[@]}"; do cp ".gpu/cache/train/$RUN/$f" "$out/"; done
     ;;

@@ -12,6 +12,20 @@ HAS_TORCH = importlib.util.find_spec("torch") is not None
 needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed (pip install '.[export]')")
 
 
+@pytest.fixture(autouse=True)
+def _toolkit_logger_restored():
+    """`llpack` commands run in-process (`toolkit.cli.main`) set up the toolkit's logger for a terminal
+    (own handler, no propagation, -q's level); put it back so later tests' caplog sees its records."""
+    import logging
+
+    logger = logging.getLogger("toolkit")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    yield
+    logger.handlers[:] = saved[0]
+    logger.setLevel(saved[1])
+    logger.propagate = saved[2]
+
+
 def official_layout(variant: str) -> list[tuple[str, tuple[int, ...]]]:
     rows = []
     for line in (DATA / "official_checkpoint_keys.tsv").read_text().splitlines():

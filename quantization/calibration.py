@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from toolkit.camera.bayer import input_ceiling, pack_network_input, to_network_grid
+from toolkit.camera.bayer import input_scaling, pack_network_input, to_network_grid
 from toolkit.errors import InputError, UserError
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,6 @@ def raw_folder_calibration(
     """Centre crops of the user's RAW files (sorted by name); `gain(mosaic)` maps a mosaic to its gain.
     With `white_balance` "file" each crop is balanced as `llpack enhance` would, and the gain is
     `gain(mosaic, white_balance_gains)` (what `LLPackNet.automatic_gain` takes)."""
-    from toolkit.camera.bayer import plane_gains
     from toolkit.camera.colour import choose_white_balance
     from toolkit.camera.raw import read_mosaic
 
@@ -95,7 +94,8 @@ def raw_folder_calibration(
         patch = grid[y : y + ch, x : x + cw]
         balance = choose_white_balance(mosaic, "file").gains if white_balance == "file" else None
         exposure = gain(mosaic) if balance is None else gain(mosaic, balance)
-        inputs.append(pack_network_input(patch, plane_gains(exposure, balance), ceiling=input_ceiling(balance)))
+        multipliers, ceiling = input_scaling(exposure, balance)
+        inputs.append(pack_network_input(patch, multipliers, ceiling=ceiling))
         used.append(file.name)
     for item in skipped:
         log.warning("calibration: skipped %s/%s", root, item)

@@ -20,7 +20,6 @@ log = logging.getLogger(__name__)
 MODEL_FILE, WEIGHTS_FILE = "model.xml", "model.bin"
 # Layer groups that mixed precision can keep in FP32, as patterns over OpenVINO node names.
 FLOAT_LAYERS = {"fusion_1x1": [r".*before_identity/.*", r".*after_rdb/.*"]}
-RANGES = ("minmax", "histogram", "mean_minmax")
 REMEDIES = [
     {"preset": "mixed", "overflow_fix": False, "range": "minmax", "keep_float": ["fusion_1x1"]},
     {"preset": "mixed", "overflow_fix": False, "range": "histogram", "keep_float": ["fusion_1x1"], "calibration": "stress"},

@@ -137,6 +137,12 @@ def input_ceiling(white_balance: tuple[float, float, float] | None = None) -> np
     return plane_gains(1.0, white_balance)
 
 
+def input_scaling(gain: float, white_balance: tuple[float, float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(multipliers, ceiling) per packed plane for `pack_network_input`: the exposure gain times the
+    white balance (if any), clipped where the plane saturates. Every path packs with this pair."""
+    return plane_gains(gain, white_balance), input_ceiling(white_balance)
+
+
 def input_exposure(mosaic: np.ndarray, gain: float) -> dict[str, float]:
     """What an amplified mosaic asks of the network, before any white balance: the fraction of its
     pixels clipped at full scale (x * gain >= 1) and its mean level (mean of x * gain, clipped). The

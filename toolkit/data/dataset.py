@@ -111,11 +111,11 @@ def packed_input(pair: DarkPair, gain: float, white_balance: str = "none", size:
     """(packed input, placement) of a synthetic pair at `gain`, as `llpack enhance` builds it for weights
     with this input contract: the mosaic as read ("none") or with its file's white balance ("file"),
     padded to `size` (or the 16-pixel grid), amplified and clipped where the sensor saturates."""
-    from toolkit.camera.bayer import input_ceiling, pack_network_input, plane_gains, to_network_grid
+    from toolkit.camera.bayer import input_scaling, pack_network_input, to_network_grid
 
-    balance = pair.unprocess.white_balance if white_balance == "file" else None
+    multipliers, ceiling = input_scaling(gain, pair.unprocess.white_balance if white_balance == "file" else None)
     grid, place = to_network_grid(pair.normalised(), "RGGB", size=size)
-    return pack_network_input(grid, plane_gains(gain, balance), ceiling=input_ceiling(balance)), place
+    return pack_network_input(grid, multipliers, ceiling=ceiling), place
 
 
 def detail_scenes(seed: int = DETAIL_SEED, size: tuple[int, int] = EVAL_CROP, per_kind: int = 2) -> list[EvalScene]:

@@ -297,9 +297,8 @@ def camera_input_gains(manifest: dict, mosaic, ratio: float) -> tuple[np.ndarray
     `llpack enhance` does for this artifact with the file's white balance: the amplifier's gain (or
     `ratio` without one), times the white balance when the artifact takes balanced input, clipped
     at full scale before the balance (numpy only: what a board's profiler runs)."""
-    from toolkit.camera.bayer import input_ceiling, plane_gains
+    from toolkit.camera.bayer import input_scaling
     from toolkit.camera.colour import choose_white_balance
 
     balance = choose_white_balance(mosaic, "file").gains if white_balance_contract(manifest) == "file" else None
-    gain = automatic_gain(manifest, mosaic, balance) or ratio
-    return plane_gains(gain, balance), input_ceiling(balance)
+    return input_scaling(automatic_gain(manifest, mosaic, balance) or ratio, balance)

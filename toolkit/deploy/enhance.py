@@ -320,7 +320,7 @@ class Enhancer:
         """Restore one mosaic; `ratio` overrides the enhancer's own setting for this call. `bits` 8 or 16
         returns the image already rounded to uint8/uint16 (what gets written; a quarter or half of
         the float image's memory), None float32 in [0, 1]."""
-        from toolkit.camera.bayer import (GRID, OUTPUT_DTYPES, input_ceiling, new_image, pack_window, plan_placement, plane_gains,
+        from toolkit.camera.bayer import (GRID, OUTPUT_DTYPES, input_scaling, new_image, pack_window, plan_placement,
                                           unpack_into)
 
         from .tiling import run_strips, run_windows
@@ -339,8 +339,7 @@ class Enhancer:
         cells = (placement.padded_height // GRID, placement.padded_width // GRID)
         balance = self.choose_white_balance(mosaic)
         gain = self.choose_gain(mosaic, ratio, balance)
-        multipliers = plane_gains(gain, balance.gains if balance else None)
-        ceiling = input_ceiling(balance.gains if balance else None)
+        multipliers, ceiling = input_scaling(gain, balance.gains if balance else None)
         warning = self.check_input(mosaic, gain)
 
         layout = backend.layout

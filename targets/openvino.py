@@ -58,11 +58,118 @@ class OpenVinoRunner(ChannelsFirstRunner):
         return out
 
 
+# Compiled models are kept between runs (OpenVINO's model cache): a second `llpack enhance --model`
+# imports the blob instead of compiling again. One folder per artifact, runtime, CPU and setting, so a
+# changed artifact, OpenVINO upgrade or other CPU is never served a stale blob; the newest few are kept.
+CACHE_KEEP = 8
+
+
+def _cpu_identity() -> str:
+    """The CPU as the compiled code depends on it: architecture, model name and feature flags."""
+    import platform
+
+    facts = [platform.machine()]
+    try:
+        with open("/proc/cpuinfo") as fh:
+            seen = set()
+            for line in fh:
+                key = line.split(":", 1)[0].strip()
+                if key in ("model name", "flags", "Features", "CPU part") and key not in seen:
+                    seen.add(key)
+                    facts.append(line.strip())
+    except OSError:
+        facts.append(platform.processor())
+    return "\n".join(facts)
+
+
+def compile_cache_dir(manifest: dict, config: dict) -> Path | None:
+    """Where this artifact's compiled blob is kept, or None: caching off (LLPACK_COMPILE_CACHE=off),
+    or a model that is not a checked artifact (an export's staging run, whose manifest lists no files)."""
+    import hashlib
+    import json
+
+    import openvino as ov
+
+    from toolkit.fileio import user_cache_dir
+
+    files = manifest.get("files")
+    if not files or os.environ.get("LLPACK_COMPILE_CACHE", "").lower() in ("off", "0", "no"):
+        return None
+    key = json.dumps({"files": files, "openvino": ov.get_version(), "cpu": _cpu_identity(),
+                      "config": {k: str(v) for k, v in config.items()}}, sort_keys=True)
+    return user_cache_dir("openvino", hashlib.sha256(key.encode()).hexdigest()[:24])
+
+
+def _prune(folder: Path, keep: int = CACHE_KEEP) -> None:
+    import shutil
+
+    entries = sorted((p for p in folder.parent.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in entries[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+SEAL = "checksums.json"  # the blobs' SHA-256 as written: OpenVINO imports a damaged blob of the right size silently
+
+
+def _blob_checksums(cache: Path) -> dict[str, str]:
+    from toolkit.fileio import file_sha256
+
+    return {p.name: file_sha256(p) for p in sorted(cache.iterdir()) if p.is_file() and p.name != SEAL}
+
+
+def _checked_cache(cache: Path) -> Path | None:
+    """The cache folder ready to use: created, marked as recently used, emptied if its blobs are not
+    the ones written (damaged, or left half-written); None if it cannot be written."""
+    import json
+    import shutil
+
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        blobs = _blob_checksums(cache)
+        try:
+            sealed = json.loads((cache / SEAL).read_text())
+        except (OSError, ValueError):
+            sealed = {}
+        if blobs and blobs != sealed:
+            shutil.rmtree(cache)
+            cache.mkdir(parents=True)
+        os.utime(cache)  # most recently used: kept by `_prune`
+        _prune(cache)
+    except OSError:  # a read-only or full cache folder: compile as if there were none
+        return None
+    return cache
+
+
+def _seal(cache: Path) -> None:
+    from toolkit.fileio import atomic_write_json
+
+    blobs = _blob_checksums(cache)
+    try:
+        if blobs and not (cache / SEAL).exists():
+            atomic_write_json(cache / SEAL, blobs)
+    except Exception:  # an unsealed blob is only recompiled next time
+        pass
+
+
 def load(artifact_dir: Path, manifest: dict, threads: int | None) -> OpenVinoRunner:
+    import shutil
+
     import openvino as ov
 
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}  # no silent bf16
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)
-    compiled = ov.Core().compile_model(str(artifact_dir / MODEL_FILE), "CPU", config)
+    cache = compile_cache_dir(manifest, config)
+    cache = _checked_cache(cache) if cache is not None else None
+    model = str(artifact_dir / MODEL_FILE)
+    try:
+        compiled = ov.Core().compile_model(model, "CPU", {**config, **({"CACHE_DIR": str(cache)} if cache else {})})
+    except RuntimeError:
+        if cache is None:
+            raise
+        shutil.rmtree(cache, ignore_errors=True)  # a damaged blob: drop it and compile afresh
+        compiled = ov.Core().compile_model(model, "CPU", config)
+        cache = None
+    if cache is not None:
+        _seal(cache)
     return OpenVinoRunner(compiled)

@@ -131,3 +131,17 @@ def small_tflite_artifacts(small_artifacts) -> dict[str, Path]:
     if ("tflite", "fp32") not in small_artifacts or ("tflite", "int8") not in small_artifacts:
         pytest.skip("needs the TFLite converter and quantizer")
     return {precision: Path(small_artifacts["tflite", precision]["path"]) for precision in ("fp32", "int8")}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _user_cache_in_a_temporary_folder(tmp_path_factory):
+    """Compiled-model blobs and resume state go to a folder of this test run, never the user's cache."""
+    import os
+
+    saved = os.environ.get("LLPACK_CACHE")
+    os.environ["LLPACK_CACHE"] = str(tmp_path_factory.mktemp("llpack-cache"))
+    yield
+    if saved is None:
+        os.environ.pop("LLPACK_CACHE", None)
+    else:
+        os.environ["LLPACK_CACHE"] = saved

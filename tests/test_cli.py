@@ -12,7 +12,7 @@ import pytest
 
 from conftest import needs_torch, random_official_state
 from toolkit.cli import main
-from toolkit.fileio import read_png
+from toolkit.fileio import read_image
 
 pytestmark = needs_torch
 
@@ -31,7 +31,7 @@ def test_enhance_dng_keeps_the_original_size(tmp_path, capsys, dark_dng, pattern
     assert code == 0
     result = json.loads(stdout)
     assert result["size"] == list(size) and result["output"] == str(out)
-    image = read_png(out)
+    image = read_image(out)
     assert image.shape == (*size, 3) and image.dtype == np.uint8
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
 
@@ -51,7 +51,7 @@ def test_enhance_npy_with_levels(tmp_path, capsys):
     code, _, err = run_cli(capsys, "enhance", tmp_path / "m.npy", "-o", tmp_path / "o.png",
                            "--black-level", "512", "--white-level", "16383", "--pattern", "GBRG", "-q")
     assert code == 0, err
-    assert read_png(tmp_path / "o.png").shape == (48, 64, 3)
+    assert read_image(tmp_path / "o.png").shape == (48, 64, 3)
 
 
 def test_enhance_with_official_2022_checkpoint(tmp_path, capsys, dark_dng):
@@ -98,7 +98,7 @@ def test_bad_input_gives_one_line_and_exit_2(tmp_path, capsys, dark_dng, case):
 
 @pytest.mark.parametrize("output, match", [
     ("nowhere/out.png", "does not exist"),
-    ("out.jpg", ".png, .tif or .tiff"),
+    ("out.gif", ".png, .jpg, .jpeg, .tif, .tiff"),
     ("", "is a directory"),
     ("afile.txt/out.png", "is a file"),
 ])
@@ -154,7 +154,7 @@ def test_info_and_demo(tmp_path, capsys):
     demo = json.loads(stdout)
     for key in ("sample", "enhanced", "ground_truth"):
         assert Path(demo[key]).exists()
-    assert read_png(demo["enhanced"]).shape == (512, 768, 3)
+    assert read_image(demo["enhanced"]).shape == (512, 768, 3)
     assert np.isfinite(demo["psnr_db"])
 
 

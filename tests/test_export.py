@@ -77,7 +77,7 @@ def test_fp32_artifact_matches_pytorch_and_describes_itself(artifacts, target):
 def test_artifact_runs_without_torch_and_matches_the_reference(artifacts, target, tmp_path, dark_dng):
     _skip_without(target)
     from toolkit.deploy.enhance import Enhancer
-    from toolkit.fileio import read_png
+    from toolkit.fileio import read_image
 
     src = dark_dng("BGGR", 61, 90)
     reference = Enhancer(ratio="150").enhance_file(src, tmp_path / "ref.png", bits=16)
@@ -92,8 +92,8 @@ def test_artifact_runs_without_torch_and_matches_the_reference(artifacts, target
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
-    ours = read_png(tmp_path / "art.png").astype(np.float64) / 65535
-    ref = read_png(tmp_path / "ref.png").astype(np.float64) / 65535
+    ours = read_image(tmp_path / "art.png").astype(np.float64) / 65535
+    ref = read_image(tmp_path / "ref.png").astype(np.float64) / 65535
     assert ours.shape == (61, 90, 3) and np.max(np.abs(ours - ref)) <= 2 / 65535
     assert reference.gain == 150.0
 

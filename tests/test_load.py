@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from conftest import needs_torch
-from toolkit.fileio import read_png
+from toolkit.fileio import read_image
 
 pytestmark = needs_torch
 
@@ -96,7 +96,7 @@ def test_batch_of_202_files_under_load(tmp_path):
     assert result["skipped"] == [str(src / "notes.txt")]
     written = sorted(p.name for p in out.iterdir())
     assert written == [f"dark_{i:03d}.png" for i in range(GOOD)]  # nothing for the bad ones, no leftovers
-    assert read_png(out / "dark_007.png").shape == (*SIZE, 3)
+    assert read_image(out / "dark_007.png").shape == (*SIZE, 3)
     memory = json.loads(memory_file.read_text())
     early, final = memory[str(EARLY)], memory[str(GOOD + 2)]
     print(f"\nmemory after {EARLY} files: VmRSS {early['VmRSS'] / 1024:.1f} MiB, VmHWM {early['VmHWM'] / 1024:.1f} MiB; "

@@ -22,6 +22,19 @@ def test_base_install_has_no_torch_and_extras_exist():
     assert project["scripts"]["llpack"] == "toolkit.cli:main"
 
 
+def test_the_emulated_board_installs_the_base_dependencies():
+    """The aarch64 environment that proves bundles installs what `pip install llpacknet-edge` would."""
+    import re
+
+    from toolkit.bench.emulation import DEVICE_PACKAGES, OPTIONAL_PACKAGES
+
+    def names(requirements) -> set[str]:
+        return {re.split(r"[<>=!~ ;\[]", r, maxsplit=1)[0].lower() for r in requirements}
+
+    base = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert names(DEVICE_PACKAGES) | names(OPTIONAL_PACKAGES) == names(base)
+
+
 def test_layout_exists():
     for folder in ("toolkit", "targets", "quantization", "profiles", "tests"):
         assert (ROOT / folder).is_dir(), folder

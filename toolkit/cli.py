@@ -19,6 +19,7 @@ from typing import Callable
 
 from . import __version__
 from .errors import UserError
+from .fileio import DEFAULT_QUALITY, IMAGE_FORMATS
 
 log = logging.getLogger("toolkit")
 
@@ -46,7 +47,7 @@ class Command:
 def _add_enhance(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", help="camera RAW file (DNG, ARW, NEF, CR2, ...) or a .npy Bayer mosaic; or a folder of them")
     p.add_argument("-o", "--output", required=True,
-                   help="output image, .png or .tif/.tiff; for a folder of inputs, the output folder (created if missing)")
+                   help="output image, .jpg/.jpeg, .png or .tif/.tiff; for a folder of inputs, the output folder (created if missing)")
     p.add_argument("--ratio", default="auto", help="'auto' (the paper's amplifier) or the exposure ratio, e.g. 100")
     p.add_argument("--checkpoint", help="LLPackNet checkpoint (.pt/.pth); default: the built-in weights")
     p.add_argument("--model", help="an exported artifact folder (llpack export) to run instead of PyTorch")
@@ -55,8 +56,12 @@ def _add_enhance(p: argparse.ArgumentParser) -> None:
     p.add_argument("--white-balance", default="file",
                    help="for weights trained on white-balanced input: 'file' (the RAW's as-shot balance; grey world "
                         "if it has none), 'auto' (grey world), or R,G,B gains such as 2.1,1,1.6")
-    p.add_argument("--format", choices=("png", "tiff"), default="png",
-                   help="for a folder of inputs: write OUTPUT/<name>.png (default) or .tif")
+    p.add_argument("--format", choices=tuple(IMAGE_FORMATS), default="png",
+                   help="for a folder of inputs: write OUTPUT/<name>.png (default), .jpg or .tif")
+    p.add_argument("--quality", type=int, default=DEFAULT_QUALITY, help="JPEG quality, 1-100 (default %(default)s)")
+    p.add_argument("--sequential", action="store_true",
+                   help="for a folder: one photo at a time, instead of reading the next and writing the previous "
+                        "during inference (same files, slower)")
     mem = p.add_argument_group("memory")
     mem.add_argument("--tile", default="auto",
                      help="'auto' (tile when the image is larger than the artifact or over the budget: strips for "
@@ -84,8 +89,11 @@ def _run_enhance(args: argparse.Namespace) -> dict:
     model = {"ratio": "auto" if enhancer.ratio is None else enhancer.ratio}
     if Path(args.input).is_dir():
         result = enhance_folder(enhancer, args.input, args.output, args.bits, args.format,
-                                args.black_level, args.white_level, args.pattern, show_progress=not args.quiet)
-        result.update(model, variant=enhancer.backend.variant, trained_weights=enhancer.trained)
+                                args.black_level, args.white_level, args.pattern, show_progress=not args.quiet,
+                                quality=args.quality, overlap=not args.sequential)
+        result.update(model, variant=enhancer.backend.variant, trained_weights=enhancer.trained,
+                      load_seconds=round(enhancer.load_seconds, 4),
+                      runtime_import_seconds=round(enhancer.runtime_import_seconds, 4))
         if result["failed"] == result["files"]:
             raise UserError(f"none of the {result['files']} files in {args.input} could be enhanced (reasons above)",
                             "check that they are Bayer RAW files or 2-D .npy mosaics")
@@ -94,7 +102,7 @@ def _run_enhance(args: argparse.Namespace) -> dict:
         return result
     result = enhancer.enhance_file(
         args.input, args.output, bits=args.bits,
-        black_level=args.black_level, white_level=args.white_level, pattern=args.pattern,
+        black_level=args.black_level, white_level=args.white_level, pattern=args.pattern, quality=args.quality,
     )
     return {
         "input": str(args.input),
@@ -105,6 +113,8 @@ def _run_enhance(args: argparse.Namespace) -> dict:
         "variant": enhancer.backend.variant,
         "trained_weights": enhancer.trained,
         "seconds": {k: round(v, 4) for k, v in result.seconds.items()},
+        "load_seconds": round(enhancer.load_seconds, 4),
+        "runtime_import_seconds": round(enhancer.runtime_import_seconds, 4),
         "tiles": result.tiles,
         "white_balance": result.white_balance.as_dict() if result.white_balance else None,
         "input_warning": result.input_warning,

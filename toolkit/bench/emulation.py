@@ -50,7 +50,7 @@ DEBS = ("python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib", "
         "libsqlite3-0", "libncursesw6", "libtinfo6", "libreadline8")
 # glibc 2.36 takes any manylinux tag up to 2.36.
 PLATFORMS = ("manylinux2014_aarch64", *(f"manylinux_2_{minor}_aarch64" for minor in range(17, 37)))
-DEVICE_PACKAGES = ("numpy>=1.23", "psutil>=5.9", "tifffile>=2023.1.1")  # the light runtime (pyproject), rawpy apart
+DEVICE_PACKAGES = ("numpy>=1.23", "psutil>=5.9", "tifffile>=2023.1.1", "pillow>=10", "pypng>=0.20220715")  # the light runtime (pyproject), rawpy apart
 OPTIONAL_PACKAGES = ("rawpy>=0.18",)  # RAW decoding; the toolkit imports it lazily, so the rest works without it
 # ai-edge-litert 2.x has no cp311 aarch64 wheel; 1.4.0 is the newest that has one.
 RUNTIMES = {

@@ -96,6 +96,7 @@ def aggregate(label: str, size: tuple[int, int], results: list[dict]) -> dict:
         "stress_worst_db": first.get("stress_worst_db"),  # INT8: the export's worst stress image against FP32
         "stages_ms": stages,
         "end_to_end_ms": sum(stages.values()),
+        "encode_ms": {fmt: float(np.median([r["encode_ms"][fmt] for r in ok])) for fmt in first.get("encode_ms", {})},
     })
     return row
 
@@ -283,15 +284,17 @@ def render_markdown(report: dict) -> str:
             f"{_fmt(row.get('psnr_vs_gt_db'), '.2f')} / {_fmt(row.get('ssim_vs_gt'), '.3f')} | "
             f"{_times(v.get('speed_up'))} | {_times(v.get('memory'))} | {_times(v.get('size'))} |")
     lines += ["", "## Stages a camera pays for (median ms)", "",
-              "| model | size | RAW decode | pre-processing | inference | post-processing | end to end | outside the network |",
-              "|---|---|---|---|---|---|---|---|"]
+              "| model | size | RAW decode | pre-processing | inference | post-processing | end to end | outside the network "
+              "| encode JPEG | encode PNG | encode TIFF |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in report["results"]:
         if row["status"] == "failed":
             continue
         st = row["stages_ms"]
         outside = 100.0 * (st["preprocess"] + st["postprocess"]) / (st["preprocess"] + st["inference"] + st["postprocess"])
         lines.append(f"| {_label(row)} | {row['size'][0]}x{row['size'][1]} | {st['decode']:.1f} | {st['preprocess']:.1f} | "
-                     f"{st['inference']:.1f} | {st['postprocess']:.1f} | {row['end_to_end_ms']:.1f} | {outside:.1f}% |")
+                     f"{st['inference']:.1f} | {st['postprocess']:.1f} | {row['end_to_end_ms']:.1f} | {outside:.1f}% | "
+                     + " | ".join(_fmt(row.get("encode_ms", {}).get(fmt), ".1f") for fmt in ("jpeg", "png", "tiff")) + " |")
     if report.get("vs_sid_unet"):
         lines += ["", "## LLPackNet against the SID U-Net (both FP32 PyTorch, this run)", "",
                   "| size | fewer parameters | fewer GMACs | less memory | faster |", "|---|---|---|---|---|"]

@@ -17,7 +17,7 @@ import numpy as np
 
 from toolkit.camera.bayer import GRID, Placement, features_to_image, pack_window, plan_placement, to_network_grid
 from toolkit.data.metrics import psnr, ssim
-from toolkit.fileio import atomic_write_json, to_integer_image
+from toolkit.fileio import IMAGE_FORMATS, atomic_write_json, encode_image, to_integer_image
 from toolkit.isolation import inject_fault
 from toolkit.memory import OutputBuffers
 
@@ -242,7 +242,15 @@ def measure(spec: dict) -> dict:
         output = model.run_native(packed)
         times.append((time.perf_counter() - start) * 1e3)
     peak = peak_rss_mb()
-    post_ms, _ = _median_ms(lambda: model.native_image(output, place, bits=8))
+    post_ms, image = _median_ms(lambda: model.native_image(output, place, bits=8))
+    output = None
+    encode_ms = {}
+    for fmt in IMAGE_FORMATS:
+        try:
+            encode_ms[fmt] = _median_ms(lambda fmt=fmt: encode_image(image, fmt))[0]
+        except ImportError:  # an install without that format's encoder: the rest of the profile still holds
+            continue
+    image = None
 
     latency = latency_stats(times)
     result = {
@@ -250,6 +258,7 @@ def measure(spec: dict) -> dict:
         "baseline_rss_mb": baseline, "peak_rss_mb": peak, "peak_rss_above_baseline_mb": peak - baseline,
         "peak_covers": "inference" if reset else "whole process",
         "stages_ms": {"decode": decode_ms, "preprocess": pre_ms, "inference": latency["p50"], "postprocess": post_ms},
+        "encode_ms": encode_ms,  # the 8-bit image to each output format's file bytes (default settings)
         "quality": quality(model, spec, inputs) if spec["kind"] != "sid-unet" else None,
     }
     if spec.get("parity"):

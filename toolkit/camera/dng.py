@@ -41,8 +41,11 @@ def write_dng_bytes(
     xyz_to_cam: np.ndarray = SONY_A7S2_XYZ_TO_CAM,
     as_shot_neutral: tuple[float, float, float] = (0.5, 1.0, 0.6),
     camera: str = "LLPackNet Edge synthetic A7S2",
+    orientation: int = 1,
+    captured: str | None = None,
 ) -> bytes:
-    """An uncompressed 16-bit CFA DNG as bytes; `black_level` may be one value per 2x2 position."""
+    """An uncompressed 16-bit CFA DNG as bytes; `black_level` may be one value per 2x2 position;
+    `orientation` (EXIF) and `captured` ("YYYY:MM:DD HH:MM:SS") as a camera records them."""
     import io
 
     import tifffile
@@ -66,7 +69,10 @@ def write_dng_bytes(
         (50721, "2i", 9, _srational(xyz_to_cam), True),  # ColorMatrix1
         (50778, "H", 1, 21, True),  # CalibrationIlluminant1 = D65
         (50728, "2I", 3, _rational(as_shot_neutral), True),  # AsShotNeutral
+        (274, "H", 1, int(orientation), True),  # Orientation
     ]
+    if captured:
+        tags.append((306, "s", 0, captured, True))  # DateTime
     buffer = io.BytesIO()
     tifffile.imwrite(buffer, data, photometric=32803, extratags=tags)
     return buffer.getvalue()

@@ -40,6 +40,8 @@ class Mosaic:
     source: str = ""
     camera: str = ""
     white_balance: tuple[float, float, float] | None = None  # R, G, B multipliers from the file, if it has them
+    orientation: int = 1  # EXIF orientation the file asks viewers to apply (the data stays as the sensor read it)
+    captured: str | None = None  # capture time from the file, "YYYY:MM:DD HH:MM:SS" on the camera's clock
     extras: dict = field(default_factory=dict)
 
     @property
@@ -120,6 +122,21 @@ def read_camera_raw(path: str | os.PathLike) -> Mosaic:
         ) from exc
 
 
+# LibRaw's `flip` (bit 0: mirror left-right, 1: upside down, 2: transpose) as an EXIF Orientation value
+EXIF_ORIENTATION = {0: 1, 1: 2, 3: 3, 2: 4, 4: 5, 6: 6, 7: 7, 5: 8}
+
+
+def _capture_time(timestamp) -> str | None:
+    """The capture time LibRaw read (rawpy: a local `datetime`; 0 or the epoch when the file has none), in EXIF form."""
+    import datetime
+
+    if isinstance(timestamp, (int, float)):
+        timestamp = datetime.datetime.fromtimestamp(timestamp) if timestamp > 0 else None
+    if not isinstance(timestamp, datetime.datetime) or timestamp.timestamp() <= 0:
+        return None
+    return timestamp.strftime("%Y:%m:%d %H:%M:%S")
+
+
 def _mosaic_from_libraw(raw, name: str) -> Mosaic:
     import rawpy
 
@@ -161,6 +178,8 @@ def _mosaic_from_libraw(raw, name: str) -> Mosaic:
         white_level=float(np.max(white)),
         source=name,
         white_balance=white_balance,
+        orientation=EXIF_ORIENTATION.get(int(raw.sizes.flip), 1),
+        captured=_capture_time(raw.other.timestamp),
         extras={"levels": levels, **({"white_balance_source": white_balance_source} if white_balance_source else {})},
     )
 

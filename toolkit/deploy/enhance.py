@@ -13,15 +13,31 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from toolkit.camera.colour import WhiteBalance, choose_white_balance, normalise_gains, parse_white_balance
+from toolkit.camera.colour import (
+    WhiteBalance,
+    choose_white_balance,
+    normalise_gains,
+    parse_white_balance,
+)
 from toolkit.camera.raw import NPY_SUFFIX, RAW_SUFFIXES, Mosaic, read_mosaic
 from toolkit.errors import InputError, OutputError, UserError, require_torch
-from toolkit.fileio import check_output_path, image_format, write_image
+from toolkit.fileio import (
+    DEFAULT_QUALITY,
+    IMAGE_FORMATS,
+    ImageMetadata,
+    atomic_write_bytes,
+    check_image_options,
+    check_output_path,
+    encode_image,
+    image_format,
+    to_integer_image,
+)
 from toolkit.memory import OutputBuffers
+from toolkit.parallel import pipelined
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +90,25 @@ class EnhanceResult:
     tiles: int = 1  # windows the network ran on (1: the whole image at once)
     white_balance: WhiteBalance | None = None  # applied before packing (weights that expect it), else None
     input_warning: str | None = None  # why the input lies outside what an INT8 artifact was validated on
+    metadata: ImageMetadata = field(default_factory=ImageMetadata)  # orientation and capture time for the output file
+
+
+@dataclass(frozen=True)
+class FileJob:
+    """One photo to enhance: a RAW/.npy file (or a `Mosaic` already in memory, such as a camera
+    frame) and the image file to write. Levels and pattern apply to .npy files only."""
+
+    source: str | os.PathLike | Mosaic
+    output: Path
+    bits: int = 8
+    quality: int = DEFAULT_QUALITY
+    black_level: float | None = None
+    white_level: float | None = None
+    pattern: str | None = None
+
+    @property
+    def levels(self) -> dict:
+        return {"black_level": self.black_level, "white_level": self.white_level, "pattern": self.pattern}
 
 
 class TorchBackend:
@@ -121,6 +156,9 @@ class ArtifactBackend:
         self.folder = Path(folder)
         self.manifest = read_manifest(folder)  # every field used below is type-checked there
         self.target = get_target(self.manifest["target"])
+        start = time.perf_counter()
+        self.target.check_runtime(f"running a {self.target.name} artifact")  # imports it: timed apart from the load
+        self.import_seconds = time.perf_counter() - start
         try:
             self.runner = self.target.load(folder, self.manifest, threads)
         except UserError:
@@ -220,14 +258,19 @@ class Enhancer:
             raise UserError(f"the memory budget must be a positive number of MB, not {memory_budget_mb}")
         self.memory_budget_mb = memory_budget_mb
         self._images = OutputBuffers()  # a photo's image memory, reused once the caller lets go of a result
+        self.load_seconds: float | None = None  # reading and checking the model, compiling it: once loaded
+        self.runtime_import_seconds = 0.0  # importing an artifact's runtime library (start-up, not load)
 
     @functools.cached_property
     def backend(self) -> TorchBackend | ArtifactBackend:
         """Loaded on first use, so cheap checks on inputs and outputs fail before the model loads."""
+        start = time.perf_counter()
         if self.model is not None:
             backend = ArtifactBackend(self.model, self.threads)
+            self.runtime_import_seconds = backend.import_seconds
         else:
             backend = TorchBackend(self.checkpoint)
+        self.load_seconds = time.perf_counter() - start - self.runtime_import_seconds
         if self.ratio is None and not backend.has_amplifier:
             raise UserError(
                 f"the {backend.variant} model has no automatic amplifier",
@@ -281,7 +324,12 @@ class Enhancer:
         """The `TilePlan` for an image of `cells`, or None to run it whole (checked against the budget)."""
         from toolkit.camera.bayer import GRID
 
-        from .tiling import DEFAULT_HALO_CELLS, TilePlan, choose_plan, estimate_memory_mb
+        from .tiling import (
+            DEFAULT_HALO_CELLS,
+            TilePlan,
+            choose_plan,
+            estimate_memory_mb,
+        )
 
         budget = self.memory_budget_mb
         if static is not None:  # a static-shape artifact: its own shape is the window
@@ -320,8 +368,15 @@ class Enhancer:
         """Restore one mosaic; `ratio` overrides the enhancer's own setting for this call. `bits` 8 or 16
         returns the image already rounded to uint8/uint16 (what gets written; a quarter or half of
         the float image's memory), None float32 in [0, 1]."""
-        from toolkit.camera.bayer import (GRID, OUTPUT_DTYPES, input_scaling, new_image, pack_window, plan_placement,
-                                          unpack_into)
+        from toolkit.camera.bayer import (
+            GRID,
+            OUTPUT_DTYPES,
+            input_scaling,
+            new_image,
+            pack_window,
+            plan_placement,
+            unpack_into,
+        )
 
         from .tiling import run_strips, run_windows
 
@@ -375,33 +430,72 @@ class Enhancer:
         except FloatingPointError:  # damaged weights (or absurd inputs): never write garbage pixels
             raise self._model_error(f"the network's output holds NaN or Inf values (gain {gain:g})",
                                     "check the model or checkpoint, and the input's levels") from None
-        return EnhanceResult(image, gain, seconds, tiles=tiles, white_balance=balance, input_warning=warning)
+        metadata = ImageMetadata(orientation=mosaic.orientation, captured=mosaic.captured)
+        return EnhanceResult(image, gain, seconds, tiles=tiles, white_balance=balance, input_warning=warning,
+                             metadata=metadata)
+
+    # ------------------------------------------------------------ files: read, enhance, encode, write
+    def read_file(self, job: FileJob) -> tuple[Mosaic, float]:
+        """The job's mosaic (read from its file, or the frame it carries) and the seconds reading took."""
+        if isinstance(job.source, Mosaic):
+            return job.source, 0.0
+        start = time.perf_counter()
+        levels = job.levels if Path(job.source).suffix.lower() == NPY_SUFFIX else {}
+        mosaic = read_mosaic(job.source, **levels)
+        return mosaic, time.perf_counter() - start
+
+    def _enhance_read(self, job: FileJob, read: tuple[Mosaic, float]) -> EnhanceResult:
+        mosaic, decode = read
+        result = self.enhance(mosaic, bits=job.bits)
+        result.seconds = {"decode": decode, **result.seconds}
+        return result
+
+    def save(self, result: EnhanceResult, output: str | os.PathLike, bits: int = 8,
+             quality: int = DEFAULT_QUALITY) -> EnhanceResult:
+        """Encode `result` in the format `output`'s suffix names and write it atomically; the seconds
+        of each go into `result.seconds` ("encode", "write")."""
+        fmt = image_format(output)
+        start = time.perf_counter()
+        data = encode_image(to_integer_image(result.image, bits), fmt, result.metadata, quality)
+        encoded = time.perf_counter()
+        atomic_write_bytes(output, data)
+        result.seconds.update(encode=encoded - start, write=time.perf_counter() - encoded)
+        log.info("wrote %s (%dx%d, gain %.1f)", Path(output), result.image.shape[1], result.image.shape[0], result.gain)
+        return result
+
+    def _save_job(self, job: FileJob, result: EnhanceResult) -> EnhanceResult:
+        return self.save(result, job.output, job.bits, job.quality)
+
+    def enhance_files(self, jobs: Iterable[FileJob], overlap: bool = True) -> Iterator[tuple[FileJob, EnhanceResult | Exception]]:
+        """Enhance each `FileJob` in order, yielding (job, its result, or the exception that stopped it).
+
+        With `overlap` (the default), reading the next job and encoding and writing the previous
+        one run beside the current inference (at most one photo ahead and one behind); the files
+        written are byte for byte those of the one-by-one path. `jobs` may be a generator, such as
+        a capture loop handing over frames: it is advanced one job ahead, on a reader thread."""
+        def load() -> None:  # while the first photo is read
+            self.backend
+
+        yield from pipelined(jobs, self.read_file, self._enhance_read, self._save_job, overlap=overlap, prepare=load)
 
     def enhance_file(
         self,
-        source: str | os.PathLike,
+        source: str | os.PathLike | Mosaic,
         output: str | os.PathLike,
         bits: int = 8,
         black_level: float | None = None,
         white_level: float | None = None,
         pattern: str | None = None,
+        quality: int = DEFAULT_QUALITY,
     ) -> EnhanceResult:
-        """Read a RAW/.npy file, enhance it and write PNG/TIFF atomically (nothing on failure)."""
-        image_format(output)  # refuse a bad suffix or folder before any work
+        """Read a RAW/.npy file, enhance it and write it in the format `output`'s suffix names (PNG,
+        JPEG, TIFF), atomically: nothing is written on failure."""
+        job = FileJob(source, Path(output), bits, quality, black_level, white_level, pattern)
+        check_image_options(image_format(output), bits, quality)  # refuse a bad suffix, depth or folder before any work
         check_output_path(output)
-        start = time.perf_counter()
-        mosaic = read_mosaic(source, black_level, white_level, pattern)
-        decode = time.perf_counter() - start
-        result = self.enhance(mosaic, bits=bits)
-        start = time.perf_counter()
-        write_image(output, result.image, bits)
-        result.seconds = {"decode": decode, **result.seconds, "write": time.perf_counter() - start}
-        log.info("wrote %s (%dx%d, gain %.1f)", Path(output), mosaic.shape[1], mosaic.shape[0], result.gain)
-        return result
-
+        return self._save_job(job, self._enhance_read(job, self.read_file(job)))
 
 # ---------------------------------------------------------------- a folder of inputs
-OUTPUT_SUFFIXES = {"png": ".png", "tiff": ".tif"}
 
 
 def folder_inputs(src_dir: str | os.PathLike) -> tuple[list[Path], list[Path]]:
@@ -449,46 +543,47 @@ def enhance_folder(
     pattern: str | None = None,
     on_file: Callable[[int, int, dict], None] | None = None,
     show_progress: bool = False,
+    quality: int = DEFAULT_QUALITY,
+    overlap: bool = True,
 ) -> dict:
-    """Enhance every RAW/.npy file of `src_dir` (sorted) into `out_dir`/<stem>.png (or .tif with `fmt='tiff'`).
+    """Enhance every RAW/.npy file of `src_dir` (sorted) into `out_dir`/<stem>.<format's suffix>.
 
     Each output is written atomically. A file that fails is recorded with its reason and the
     others go on; `on_file(done, total, entry)` is called after each file (progress, tests).
-    Levels and pattern apply to .npy files only (camera RAW files carry their own). Raises a
-    `UserError` before any work if the folder holds no input or the model cannot be loaded.
+    Levels and pattern apply to .npy files only (camera RAW files carry their own). With
+    `overlap`, reading and writing run beside inference (`Enhancer.enhance_files`), and the model
+    loads while the first photo is read. Raises a `UserError` before any output if the folder holds
+    no input or the model cannot be loaded.
     The result's 'failed' counts the files that failed.
     """
     from toolkit.progress import Progress
 
-    if fmt not in OUTPUT_SUFFIXES:
-        raise OutputError(f"unknown output format '{fmt}'", f"choose from {', '.join(OUTPUT_SUFFIXES)}")
+    check_image_options(fmt, bits, quality)
     src, out = Path(src_dir), Path(out_dir)
     inputs, skipped = folder_inputs(src)
     if not inputs:
         raise InputError(f"{src} holds no RAW or .npy files", f"looked for {', '.join(RAW_SUFFIXES + (NPY_SUFFIX,))}")
     _output_folder(out)
-    names = output_names(inputs, OUTPUT_SUFFIXES[fmt])
+    names = output_names(inputs, IMAGE_FORMATS[fmt].suffixes[0])
     check_output_path(out / names[0])  # writable, before the model loads
-    enhancer.backend  # load once, before the first file: a model that cannot load stops the batch here
     progress = Progress(len(inputs), "enhance", enabled=show_progress)
+    jobs = [FileJob(source, out / name, bits, quality, black_level, white_level, pattern) for source, name in zip(inputs, names)]
     results: list[dict] = []
     start = time.perf_counter()
-    for done, (source, name) in enumerate(zip(inputs, names), 1):
-        target = out / name
-        levels = {"black_level": black_level, "white_level": white_level, "pattern": pattern}
-        try:
-            result = enhancer.enhance_file(source, target, bits, **(levels if source.suffix.lower() == NPY_SUFFIX else {}))
-        except UserError as exc:
-            entry = {"input": str(source), "error": str(exc)}
-            log.error("%s: %s", source.name, exc)
-        except Exception as exc:  # a bug on one file must not lose the others; the reason says it is one
-            entry = {"input": str(source), "error": f"internal error: {type(exc).__name__}: {_one_line(exc)}"}
+    for done, (job, outcome) in enumerate(enhancer.enhance_files(jobs, overlap=overlap), 1):
+        source = job.source
+        if isinstance(outcome, UserError):
+            entry = {"input": str(source), "error": str(outcome)}
+            log.error("%s: %s", source.name, outcome)
+        elif isinstance(outcome, Exception):  # a bug on one file must not lose the others; the reason says it is one
+            entry = {"input": str(source), "error": f"internal error: {type(outcome).__name__}: {_one_line(outcome)}"}
             log.error("%s: %s (run with -vv for the traceback)", source.name, entry["error"])
-            log.debug("traceback for %s", source.name, exc_info=True)
+            log.debug("traceback for %s", source.name, exc_info=outcome)
         else:
-            entry = {"input": str(source), "output": str(target), "size": list(result.image.shape[:2]),
-                     "gain": result.gain, "seconds": {k: round(v, 4) for k, v in result.seconds.items()},
-                     "input_warning": result.input_warning}
+            entry = {"input": str(source), "output": str(job.output), "size": list(outcome.image.shape[:2]),
+                     "gain": outcome.gain, "seconds": {k: round(v, 4) for k, v in outcome.seconds.items()},
+                     "input_warning": outcome.input_warning}
+        outcome = None  # let go of the image: its memory serves a later photo
         results.append(entry)
         progress.update(done, source.name)
         if on_file is not None:
@@ -503,4 +598,5 @@ def enhance_folder(
         "skipped": [str(p) for p in skipped],
         "results": results,
         "seconds": round(time.perf_counter() - start, 3),
+        "overlap": overlap,
     }

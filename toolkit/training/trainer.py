@@ -19,7 +19,6 @@ import csv
 import io
 import logging
 import math
-import os
 import platform
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +31,7 @@ import torch
 from toolkit.data.dataset import TrainingSampler, load_photo_dir
 from toolkit.data.sources import DATA_VERSION
 from toolkit.errors import UserError
-from toolkit.fileio import atomic_path, atomic_write_bytes, atomic_write_json
+from toolkit.fileio import atomic_path, atomic_write_bytes, atomic_write_json, user_cache_dir
 from toolkit.model.checkpoint import save_checkpoint
 from toolkit.model.llpacknet import create_model
 from toolkit.progress import Progress
@@ -160,8 +159,7 @@ def synthesis_on_device(cfg: TrainConfig, device: torch.device) -> bool:
 def default_state_dir(out_dir: str | Path) -> Path:
     """Where `llpack train` keeps a run's resume state: outside the work tree, in the user's cache
     ($LLPACK_CACHE, else $XDG_CACHE_HOME/llpack, else ~/.cache/llpack), one folder per run name."""
-    root = os.environ.get("LLPACK_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "llpack"
-    return Path(root) / "train" / Path(out_dir).resolve().name
+    return user_cache_dir("train", Path(out_dir).resolve().name)
 
 
 def autocast_dtype(precision: str, device: torch.device):

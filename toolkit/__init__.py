@@ -5,12 +5,13 @@ PyTorch is imported only when used.
 """
 from __future__ import annotations
 
+from toolkit.camera.frames import read_frame
 from toolkit.camera.raw import Mosaic, read_mosaic
 
 from .errors import UserError
 
 __version__ = "0.1.0"
-__all__ = ["Enhancer", "Mosaic", "UserError", "load_model", "read_mosaic", "__version__"]
+__all__ = ["Enhancer", "Mosaic", "UserError", "load_model", "read_frame", "read_mosaic", "__version__"]
 
 
 def __getattr__(name: str):

@@ -68,10 +68,37 @@ def _add_enhance(p: argparse.ArgumentParser) -> None:
                           "the PyTorch model, windows for artifacts), 'off', or a window size in pixels, e.g. 1024")
     mem.add_argument("--memory-budget", type=float, help="MB the enhancement may use above the runtime; tiles are sized to fit")
     mem.add_argument("--device", help="take the memory budget and threads from a device profile (x86-2core, rpi4, rpi5)")
-    npy = p.add_argument_group("for .npy mosaics")
-    npy.add_argument("--black-level", type=float, help="sensor black level in counts (integer arrays)")
-    npy.add_argument("--white-level", type=float, help="sensor white level in counts (integer arrays)")
-    npy.add_argument("--pattern", help="Bayer pattern: RGGB, BGGR, GRBG or GBRG (default RGGB)")
+    npy = p.add_argument_group("for .npy mosaics and raw camera frames")
+    npy.add_argument("--black-level", type=float, help="sensor black level in counts (integer arrays; a frame's own bit scale)")
+    npy.add_argument("--white-level", type=float, help="sensor white level in counts (integer arrays; a frame's own bit scale)")
+    npy.add_argument("--pattern", help=".npy: Bayer pattern: RGGB, BGGR, GRBG or GBRG (default RGGB)")
+    frame = p.add_argument_group("for raw camera frames (a picamera2 buffer saved as it came)")
+    frame.add_argument("--pixel-format", help="the frame's libcamera format, e.g. SRGGB12_CSI2P, SBGGR10, SRGGB16")
+    frame.add_argument("--size", help="the frame's HEIGHTxWIDTH in pixels, e.g. 3040x4056 (picamera2 writes (width, height))")
+    frame.add_argument("--stride", type=int, help="bytes per row in the buffer, padding included (default: unpadded)")
+    frame.add_argument("--sensor", help="black and white levels from a sensor profile: imx477, imx708, imx296")
+    frame.add_argument("--alignment", default="auto", choices=("auto", "low", "high"),
+                       help="unpacked 10/12-bit values: low bits (Raspberry Pi 4), top of 16 bits (Pi 5), or auto")
+
+
+def _frame(args: argparse.Namespace):
+    """`--pixel-format`: the input file is a raw camera frame; read it into a `Mosaic`."""
+    from toolkit.camera.frames import read_frame
+    from toolkit.camera.sizes import parse_size
+    from toolkit.errors import InputError
+    from toolkit.fileio import check_output_path, image_format
+
+    if args.size is None:
+        raise InputError("a raw frame needs its size", "give --size HEIGHTxWIDTH, e.g. --size 3040x4056")
+    image_format(args.output)  # cheap checks on the output before reading a large frame
+    check_output_path(args.output)
+    try:
+        data = Path(args.input).read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {args.input} ({exc.strerror or exc})", "give the path of a saved raw frame") from exc
+    return read_frame(data, args.pixel_format, parse_size(args.size, multiple_of=1), args.stride, sensor=args.sensor,
+                      black_level=args.black_level, white_level=args.white_level, alignment=args.alignment,
+                      source=str(args.input))
 
 
 def _run_enhance(args: argparse.Namespace) -> dict:
@@ -87,7 +114,11 @@ def _run_enhance(args: argparse.Namespace) -> dict:
     enhancer = Enhancer(checkpoint=args.checkpoint, ratio=args.ratio, model=args.model, threads=threads,
                         tile=args.tile, memory_budget_mb=budget, white_balance=args.white_balance)
     model = {"ratio": "auto" if enhancer.ratio is None else enhancer.ratio}
+    if (args.size or args.stride or args.sensor) and not args.pixel_format:
+        raise UserError("--size, --stride and --sensor describe a raw camera frame", "give its --pixel-format too")
     if Path(args.input).is_dir():
+        if args.pixel_format:
+            raise UserError("--pixel-format reads one raw frame, not a folder", "give the frame's file")
         result = enhance_folder(enhancer, args.input, args.output, args.bits, args.format,
                                 args.black_level, args.white_level, args.pattern, show_progress=not args.quiet,
                                 quality=args.quality, overlap=not args.sequential)
@@ -100,8 +131,9 @@ def _run_enhance(args: argparse.Namespace) -> dict:
         if result["failed"]:
             raise PartialFailure(result, f"{result['failed']} of {result['files']} files failed")
         return result
+    source = _frame(args) if args.pixel_format else args.input
     result = enhancer.enhance_file(
-        args.input, args.output, bits=args.bits,
+        source, args.output, bits=args.bits,
         black_level=args.black_level, white_level=args.white_level, pattern=args.pattern, quality=args.quality,
     )
     return {

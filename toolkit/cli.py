@@ -72,6 +72,9 @@ def _add_enhance(p: argparse.ArgumentParser) -> None:
     npy.add_argument("--black-level", type=float, help="sensor black level in counts (integer arrays; a frame's own bit scale)")
     npy.add_argument("--white-level", type=float, help="sensor white level in counts (integer arrays; a frame's own bit scale)")
     npy.add_argument("--pattern", help=".npy: Bayer pattern: RGGB, BGGR, GRBG or GBRG (default RGGB)")
+    bag = p.add_argument_group("for ROS 2 bags (a rosbag2 folder or .mcap in, a rosbag2 folder out)")
+    bag.add_argument("--topic", help="the Bayer sensor_msgs/Image topic to enhance, e.g. /camera/image_raw; "
+                                     "written as TOPIC/enhanced (rgb8), every other topic copied")
     frame = p.add_argument_group("for raw camera frames (a picamera2 buffer saved as it came)")
     frame.add_argument("--pixel-format", help="the frame's libcamera format, e.g. SRGGB12_CSI2P, SBGGR10, SRGGB16")
     frame.add_argument("--size", help="the frame's HEIGHTxWIDTH in pixels, e.g. 3040x4056 (picamera2 writes (width, height))")
@@ -101,6 +104,19 @@ def _frame(args: argparse.Namespace):
                       source=str(args.input))
 
 
+def _run_enhance_bag(args: argparse.Namespace, enhancer, model: dict) -> dict:
+    from toolkit.deploy.bags import enhance_bag
+
+    if not args.topic:
+        raise UserError(f"{args.input} is a ROS 2 bag", "give the image topic to enhance with --topic")
+    result = enhance_bag(enhancer, args.input, args.output, args.topic, args.black_level, args.white_level,
+                         show_progress=not args.quiet)
+    result.update(model, variant=enhancer.backend.variant, trained_weights=enhancer.trained)
+    if result["skipped"]:
+        raise PartialFailure(result, f"{result['skipped']} of {result['images']} images skipped")
+    return result
+
+
 def _run_enhance(args: argparse.Namespace) -> dict:
     from toolkit.deploy.enhance import Enhancer, enhance_folder
 
@@ -116,6 +132,10 @@ def _run_enhance(args: argparse.Namespace) -> dict:
     model = {"ratio": "auto" if enhancer.ratio is None else enhancer.ratio}
     if (args.size or args.stride or args.sensor) and not args.pixel_format:
         raise UserError("--size, --stride and --sensor describe a raw camera frame", "give its --pixel-format too")
+    from toolkit.deploy.bags import is_bag
+
+    if args.topic or is_bag(args.input):
+        return _run_enhance_bag(args, enhancer, model)
     if Path(args.input).is_dir():
         if args.pixel_format:
             raise UserError("--pixel-format reads one raw frame, not a folder", "give the frame's file")
@@ -154,6 +174,10 @@ def _run_enhance(args: argparse.Namespace) -> dict:
 
 
 def _render_enhance(r: dict) -> str:
+    if "enhanced_topic" in r:  # a ROS 2 bag
+        return "\n".join([f"SKIPPED {reason}" for reason in r["reasons"]] + [
+            f"enhanced {r['enhanced']} of {r['images']} images of {r['topic']} into {r['output']} ({r['enhanced_topic']}, "
+            f"rgb8); copied {r['copied']} other messages" + (f"; skipped {r['skipped']}" if r["skipped"] else "")])
     if "results" in r:  # a folder of inputs
         lines = [f"FAILED {Path(row['input']).name}: {row['error']}" for row in r["results"] if "error" in row]
         lines.append(f"enhanced {r['ok']} of {r['files']} files into {r['output']} in {r['seconds']:.1f} s"

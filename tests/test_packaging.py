@@ -17,6 +17,8 @@ def test_base_install_has_no_torch_and_extras_exist():
     for needed in ("numpy", "rawpy", "psutil"):
         assert needed in base
     extras = project["optional-dependencies"]
+    device = " ".join(project["dependencies"] + extras["runtime"]).lower()  # pip install llpacknet-edge[runtime]
+    assert "torch" not in device and "ray" not in device and "rosbags" not in device and "opencv" not in device
     assert "torch==2.13.0" in extras["export"]
     assert {"export", "dev", "all"} <= set(extras)
     assert project["scripts"]["llpack"] == "toolkit.cli:main"

@@ -59,6 +59,10 @@ def _add_enhance(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=tuple(IMAGE_FORMATS), default="png",
                    help="for a folder of inputs: write OUTPUT/<name>.png (default), .jpg or .tif")
     p.add_argument("--quality", type=int, default=DEFAULT_QUALITY, help="JPEG quality, 1-100 (default %(default)s)")
+    p.add_argument("--ray", nargs="?", const="auto", metavar="auto|ADDRESS",
+                   help="for a folder: spread the files over a Ray cluster (the one this machine belongs to, else a local "
+                        "instance; or give its address); outputs already there are skipped")
+    p.add_argument("--workers", type=int, help="with --ray: how many workers (default: one per CPU of the cluster)")
     p.add_argument("--sequential", action="store_true",
                    help="for a folder: one photo at a time, instead of reading the next and writing the previous "
                         "during inference (same files, slower)")
@@ -117,6 +121,22 @@ def _run_enhance_bag(args: argparse.Namespace, enhancer, model: dict) -> dict:
     return result
 
 
+def _run_enhance_ray(args: argparse.Namespace, threads: int | None, budget: float | None) -> dict:
+    from toolkit.deploy.cluster import enhance_on_ray
+
+    settings = {"checkpoint": args.checkpoint, "ratio": args.ratio, "model": args.model, "threads": threads,
+                "tile": args.tile, "memory_budget_mb": budget, "white_balance": args.white_balance}
+    result = enhance_on_ray(settings, args.input, args.output, args.bits, args.format, args.quality, args.black_level,
+                            args.white_level, args.pattern, address=args.ray, workers=args.workers,
+                            show_progress=not args.quiet)
+    if result["failed"] and result["failed"] == result["files"] - result["skipped_complete"]:
+        raise UserError(f"none of the {result['failed']} files could be enhanced (reasons above)",
+                        "check that they are Bayer RAW files or 2-D .npy mosaics")
+    if result["failed"]:
+        raise PartialFailure(result, f"{result['failed']} of {result['files']} files failed")
+    return result
+
+
 def _run_enhance(args: argparse.Namespace) -> dict:
     from toolkit.deploy.enhance import Enhancer, enhance_folder
 
@@ -136,9 +156,13 @@ def _run_enhance(args: argparse.Namespace) -> dict:
 
     if args.topic or is_bag(args.input):
         return _run_enhance_bag(args, enhancer, model)
+    if args.ray and not Path(args.input).is_dir():
+        raise UserError("--ray spreads a folder of RAW files", "give a folder as the input")
     if Path(args.input).is_dir():
         if args.pixel_format:
             raise UserError("--pixel-format reads one raw frame, not a folder", "give the frame's file")
+        if args.ray:
+            return _run_enhance_ray(args, threads, budget)
         result = enhance_folder(enhancer, args.input, args.output, args.bits, args.format,
                                 args.black_level, args.white_level, args.pattern, show_progress=not args.quiet,
                                 quality=args.quality, overlap=not args.sequential)

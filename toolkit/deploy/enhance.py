@@ -523,7 +523,7 @@ def output_names(inputs: list[Path], suffix: str) -> list[str]:
 def _output_folder(out_dir: Path) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"{out_dir} is a file; a folder of inputs needs an output folder", "give -o a folder name")
-    if not out_dir.exists() and out_dir.suffix.lower() in (".png", ".tif", ".tiff"):
+    if not out_dir.exists() and any(out_dir.suffix.lower() in f.suffixes for f in IMAGE_FORMATS.values()):
         raise OutputError(f"for a folder of inputs, -o names an output folder, not an image ({out_dir})",
                           "give -o a folder name such as out/")
     try:

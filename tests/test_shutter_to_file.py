@@ -230,7 +230,7 @@ def test_enhance_files_takes_frames_from_a_capture_loop(tmp_path, dark_dng):
             yield FileJob(read_mosaic(path), tmp_path / f"frame{k}.jpg")
 
     done = list(enhancer.enhance_files(camera()))
-    assert [job.output.name for job, _ in done] == ["frame0.jpg", "frame1.jpg", "frame2.jpg"]
+    assert [Path(job.output).name for job, _ in done] == ["frame0.jpg", "frame1.jpg", "frame2.jpg"]
     assert all(not isinstance(outcome, Exception) for _, outcome in done)
     single = enhancer.enhance_file(paths[1], tmp_path / "single.jpg")
     assert (tmp_path / "single.jpg").read_bytes() == (tmp_path / "frame1.jpg").read_bytes()

@@ -99,7 +99,7 @@ class FileJob:
     frame) and the image file to write. Levels and pattern apply to .npy files only."""
 
     source: str | os.PathLike | Mosaic
-    output: Path
+    output: str | os.PathLike
     bits: int = 8
     quality: int = DEFAULT_QUALITY
     black_level: float | None = None

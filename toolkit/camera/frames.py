@@ -16,12 +16,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from toolkit.errors import InputError
+from toolkit.parallel import in_row_blocks
 
 from .bayer import normalise_pattern
 from .raw import Mosaic, _check_size, normalise_by_lookup
 
 FORMAT = re.compile(r"S(RGGB|GRBG|GBRG|BGGR)(8|10|12|16)(_CSI2P)?")
 ALIGNMENTS = ("auto", "low", "high")
+SHIFTS_10 = np.array([0, 2, 4, 6], np.uint8)  # where each of 4 pixels keeps its 2 low bits in the 5th byte
+SHIFTS_12 = np.array([0, 4], np.uint8)
 
 
 @dataclass(frozen=True)
@@ -80,18 +83,22 @@ def unpack(buffer, fmt: PixelFormat, shape: tuple[int, int], stride: int | None 
         if fmt.bits == 8:
             return rows.astype(np.uint16)
         return rows.view("<u2").astype(np.uint16, copy=False)
-    if fmt.bits == 10:  # 4 pixels: 4 high bytes, then their 2-bit remainders, first pixel lowest
-        groups = rows.reshape(height, -1, 5).astype(np.uint16)
-        low = groups[..., 4]
-        out = np.empty((height, groups.shape[1], 4), np.uint16)
-        for k in range(4):
-            out[..., k] = (groups[..., k] << 2) | ((low >> (2 * k)) & 3)
-    else:  # 12-bit: 2 pixels: 2 high bytes, then both 4-bit remainders, first pixel in the low nibble
-        groups = rows.reshape(height, -1, 3).astype(np.uint16)
-        out = np.empty((height, groups.shape[1], 2), np.uint16)
-        out[..., 0] = (groups[..., 0] << 4) | (groups[..., 2] & 0xF)
-        out[..., 1] = (groups[..., 1] << 4) | (groups[..., 2] >> 4)
-    return out.reshape(height, -1)[:, :width]
+    out = np.empty((height, fmt.row_bytes(width) // (5 if fmt.bits == 10 else 3) * (4 if fmt.bits == 10 else 2)), np.uint16)
+
+    def work(r0: int, r1: int) -> None:  # row blocks on every core
+        if fmt.bits == 10:  # 4 pixels: 4 high bytes, then their 2-bit remainders, first pixel lowest
+            groups = rows[r0:r1].reshape(r1 - r0, -1, 5)
+            high = out[r0:r1].reshape(r1 - r0, -1, 4)
+            np.left_shift(groups[..., :4], 2, out=high, dtype=np.uint16)
+            high |= (groups[..., 4:5] >> SHIFTS_10) & 3
+        else:  # 12-bit: 2 pixels: 2 high bytes, then both 4-bit remainders, first pixel in the low nibble
+            groups = rows[r0:r1].reshape(r1 - r0, -1, 3)
+            high = out[r0:r1].reshape(r1 - r0, -1, 2)
+            np.left_shift(groups[..., :2], 4, out=high, dtype=np.uint16)
+            high |= (groups[..., 2:3] >> SHIFTS_12) & 0xF
+
+    in_row_blocks(height, work)
+    return out[:, :width]
 
 
 def align(values: np.ndarray, fmt: PixelFormat, alignment: str = "auto") -> np.ndarray:

@@ -62,7 +62,7 @@ def _add_enhance(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ray", nargs="?", const="auto", metavar="auto|ADDRESS",
                    help="for a folder: spread the files over a Ray cluster (the one this machine belongs to, else a local "
                         "instance; or give its address); outputs already there are skipped")
-    p.add_argument("--workers", type=int, help="with --ray: how many workers (default: one per CPU of the cluster)")
+    p.add_argument("--workers", type=int, help="with --ray: how many workers (default: one per machine of the cluster; each uses all its cores)")
     p.add_argument("--sequential", action="store_true",
                    help="for a folder: one photo at a time, instead of reading the next and writing the previous "
                         "during inference (same files, slower)")

@@ -96,7 +96,7 @@ def enhance_on_ray(
     """Enhance every RAW/.npy file of `src_dir` into `out_dir` on a Ray cluster (see the module).
 
     `settings` are `Enhancer`'s arguments (checkpoint, model, ratio, threads, tile, ...), built
-    into one `Enhancer` per worker; `workers` defaults to one per CPU of the cluster. The result
+    into one `Enhancer` per worker; `workers` defaults to one per machine of the cluster. The result
     has the shape of `enhance_folder`'s, plus "skipped_complete" (outputs already there)."""
     from toolkit.progress import Progress
 
@@ -114,8 +114,9 @@ def enhance_on_ray(
     results: list[dict] = []
     if jobs:
         ray = connect(address)
-        count = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        actor = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=RETRIES)(_Worker)
+        # one worker per machine unless told: each runs the network on all of its machine's cores
+        count = workers or max(1, sum(1 for node in ray.nodes() if node.get("Alive")))
+        actor = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=RETRIES, scheduling_strategy="SPREAD")(_Worker)
         threads = {name: os.environ.get(name) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
         pool = [actor.remote(settings, threads) for _ in range(min(count, len(jobs)))]
         levels = {"black_level": black_level, "white_level": white_level, "pattern": pattern}

@@ -89,3 +89,24 @@ def test_killing_a_worker_mid_run_loses_nothing(local_ray, photos, tmp_path):
     assert (outcome["ok"], outcome["failed"]) == (16, 0)
     written = {p.name: p.read_bytes() for p in sorted(out.iterdir())}
     assert written == one_machine(photos, tmp_path / "plain")  # complete, no leftovers, the same bytes
+
+
+def test_a_folder_of_bags_is_spread_too(local_ray, tmp_path):
+    pytest.importorskip("rosbags")
+    from rosbags.rosbag2.enums import StoragePlugin
+    from test_bags import read_bag, write_bag
+
+    from toolkit.deploy.bags import enhance_bag
+    from toolkit.deploy.cluster import enhance_on_ray
+    from toolkit.deploy.enhance import Enhancer
+
+    (tmp_path / "bags").mkdir()
+    write_bag(tmp_path / "bags" / "drive1", StoragePlugin.SQLITE3, frames=3)
+    write_bag(tmp_path / "bags" / "drive2", StoragePlugin.MCAP, frames=2)
+    result = enhance_on_ray(SETTINGS, tmp_path / "bags", tmp_path / "out", address="local", topic="/camera/image_raw")
+    assert (result["ok"], result["failed"]) == (2, 0)
+    for name in ("drive1", "drive2"):
+        enhance_bag(Enhancer(**SETTINGS), tmp_path / "bags" / name, tmp_path / f"plain-{name}", "/camera/image_raw")
+        assert read_bag(tmp_path / "out" / name) == read_bag(tmp_path / f"plain-{name}")
+    again = enhance_on_ray(SETTINGS, tmp_path / "bags", tmp_path / "out", address="local", topic="/camera/image_raw")
+    assert again["skipped_complete"] == 2

@@ -60,8 +60,8 @@ def _add_enhance(p: argparse.ArgumentParser) -> None:
                    help="for a folder of inputs: write OUTPUT/<name>.png (default), .jpg or .tif")
     p.add_argument("--quality", type=int, default=DEFAULT_QUALITY, help="JPEG quality, 1-100 (default %(default)s)")
     p.add_argument("--ray", nargs="?", const="auto", metavar="auto|ADDRESS",
-                   help="for a folder: spread the files over a Ray cluster (the one this machine belongs to, else a local "
-                        "instance; or give its address); outputs already there are skipped")
+                   help="for a folder of RAW files (or of ROS 2 bags, with --topic): spread them over a Ray cluster (the one "
+                        "this machine belongs to, else a local instance; or give its address); outputs already there are skipped")
     p.add_argument("--workers", type=int, help="with --ray: how many workers (default: one per machine of the cluster; each uses all its cores)")
     p.add_argument("--sequential", action="store_true",
                    help="for a folder: one photo at a time, instead of reading the next and writing the previous "
@@ -128,7 +128,7 @@ def _run_enhance_ray(args: argparse.Namespace, threads: int | None, budget: floa
                 "tile": args.tile, "memory_budget_mb": budget, "white_balance": args.white_balance}
     result = enhance_on_ray(settings, args.input, args.output, args.bits, args.format, args.quality, args.black_level,
                             args.white_level, args.pattern, address=args.ray, workers=args.workers,
-                            show_progress=not args.quiet)
+                            show_progress=not args.quiet, topic=args.topic)
     if result["failed"] and result["failed"] == result["files"] - result["skipped_complete"]:
         raise UserError(f"none of the {result['failed']} files could be enhanced (reasons above)",
                         "check that they are Bayer RAW files or 2-D .npy mosaics")
@@ -154,10 +154,13 @@ def _run_enhance(args: argparse.Namespace) -> dict:
         raise UserError("--size, --stride and --sensor describe a raw camera frame", "give its --pixel-format too")
     from toolkit.deploy.bags import is_bag
 
+    if args.ray and (not Path(args.input).is_dir() or is_bag(args.input)):
+        raise UserError("--ray spreads a folder of RAW files, or of ROS 2 bags with --topic",
+                        "give such a folder as the input")
+    if args.ray and args.topic:
+        return _run_enhance_ray(args, threads, budget)
     if args.topic or is_bag(args.input):
         return _run_enhance_bag(args, enhancer, model)
-    if args.ray and not Path(args.input).is_dir():
-        raise UserError("--ray spreads a folder of RAW files", "give a folder as the input")
     if Path(args.input).is_dir():
         if args.pixel_format:
             raise UserError("--pixel-format reads one raw frame, not a folder", "give the frame's file")

@@ -1,4 +1,5 @@
-"""Archives past one machine: a folder of RAW files spread over a Ray cluster (the `cluster` extra).
+"""Archives past one machine: a folder of RAW files, or of ROS 2 bags, spread over a Ray cluster
+(the `cluster` extra).
 
 Each worker is a Ray actor that loads the model (or artifact) once and enhances whole files,
 writing each output atomically, so an output that exists is complete: a re-run skips it. A worker
@@ -47,7 +48,9 @@ class _Worker:
     def pid(self) -> int:
         return os.getpid()
 
-    def run(self, source: str, target: str, bits: int, quality: int, levels: dict) -> dict:
+    def run(self, source: str, target: str, bits: int, quality: int, levels: dict, topic: str | None = None) -> dict:
+        if topic is not None:
+            return self.run_bag(source, target, topic, levels)
         try:
             npy = Path(source).suffix.lower() == ".npy"
             result = self.enhancer.enhance_file(source, target, bits, quality=quality, **(levels if npy else {}))
@@ -57,6 +60,28 @@ class _Worker:
             return {"input": source, "error": f"internal error: {type(exc).__name__}: {_one_line(exc)}"}
         return {"input": source, "output": target, "size": list(result.image.shape[:2]), "gain": result.gain,
                 "seconds": {k: round(v, 4) for k, v in result.seconds.items()}, "worker": os.getpid()}
+
+
+    def run_bag(self, source: str, target: str, topic: str, levels: dict) -> dict:
+        from .bags import enhance_bag
+
+        try:
+            result = enhance_bag(self.enhancer, source, target, topic, levels["black_level"], levels["white_level"])
+        except UserError as exc:
+            return {"input": source, "error": str(exc)}
+        except Exception as exc:
+            return {"input": source, "error": f"internal error: {type(exc).__name__}: {_one_line(exc)}"}
+        return {"input": source, "output": target, "images": result["images"], "enhanced": result["enhanced"],
+                "skipped_messages": result["skipped"], "worker": os.getpid()}
+
+
+def bag_inputs(src: Path) -> list[Path]:
+    """The ROS 2 bags directly in `src` (rosbag2 folders and .mcap files), sorted by name."""
+    from .bags import is_bag
+
+    if not src.is_dir():
+        raise InputError(f"{src} is not a folder", "give a folder of ROS 2 bags")
+    return sorted(p for p in src.iterdir() if not p.name.startswith(".") and is_bag(p))
 
 
 def connect(address: str | None = "auto", num_cpus: int | None = None):
@@ -92,8 +117,10 @@ def enhance_on_ray(
     address: str | None = "auto",
     workers: int | None = None,
     show_progress: bool = False,
+    topic: str | None = None,
 ) -> dict:
-    """Enhance every RAW/.npy file of `src_dir` into `out_dir` on a Ray cluster (see the module).
+    """Enhance every RAW/.npy file of `src_dir` into `out_dir` on a Ray cluster (see the module);
+    with `topic`, every ROS 2 bag in `src_dir` instead, each into a bag of its name in `out_dir`.
 
     `settings` are `Enhancer`'s arguments (checkpoint, model, ratio, threads, tile, ...), built
     into one `Enhancer` per worker; `workers` defaults to one per machine of the cluster. The result
@@ -103,11 +130,17 @@ def enhance_on_ray(
     check_image_options(fmt, bits, quality)
     Enhancer(**settings)  # checks the settings (ratio, tile, white balance) before any cluster starts
     src, out = Path(src_dir), Path(out_dir)
-    inputs, others = folder_inputs(src)
-    if not inputs:
-        raise InputError(f"{src} holds no RAW or .npy files", "give a folder of RAW or .npy files")
+    if topic is None:
+        inputs, others = folder_inputs(src)
+        if not inputs:
+            raise InputError(f"{src} holds no RAW or .npy files", "give a folder of RAW or .npy files")
+        names = output_names(inputs, IMAGE_FORMATS[fmt].suffixes[0])
+    else:  # a folder of bags: each is one job, its output a bag of the same name
+        inputs, others = bag_inputs(src), []
+        if not inputs:
+            raise InputError(f"{src} holds no ROS 2 bags", "give a folder of rosbag2 folders or .mcap files")
+        names = [p.stem if p.is_file() else p.name for p in inputs]
     _output_folder(out)
-    names = output_names(inputs, IMAGE_FORMATS[fmt].suffixes[0])
     jobs = [(str(s), str(out / n)) for s, n in zip(inputs, names) if not (out / n).exists()]
     complete = len(inputs) - len(jobs)
     start = time.perf_counter()
@@ -126,7 +159,7 @@ def enhance_on_ray(
         for worker in pool:  # one file per worker at a time: a dead worker takes one file with it
             if queue:
                 source, target = queue.pop(0)
-                pending[worker.run.remote(source, target, bits, quality, levels)] = (worker, source)
+                pending[worker.run.remote(source, target, bits, quality, levels, topic)] = (worker, source)
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             worker, source = pending.pop(done[0])
@@ -140,7 +173,7 @@ def enhance_on_ray(
             progress.update(len(results), Path(source).name)
             if queue:
                 source, target = queue.pop(0)
-                pending[worker.run.remote(source, target, bits, quality, levels)] = (worker, source)
+                pending[worker.run.remote(source, target, bits, quality, levels, topic)] = (worker, source)
         _remove_orphans(out)
     order = {str(s): k for k, s in enumerate(inputs)}
     results.sort(key=lambda r: order[r["input"]])

@@ -110,3 +110,14 @@ def test_a_folder_of_bags_is_spread_too(local_ray, tmp_path):
         assert read_bag(tmp_path / "out" / name) == read_bag(tmp_path / f"plain-{name}")
     again = enhance_on_ray(SETTINGS, tmp_path / "bags", tmp_path / "out", address="local", topic="/camera/image_raw")
     assert again["skipped_complete"] == 2
+
+
+@pytest.mark.parametrize("address, words", [("127.0.0.1:1", "nothing answers at 127.0.0.1:1"), ("nonsense", "is not HOST:PORT")])
+def test_a_cluster_that_does_not_answer_exits_2_at_once(photos, tmp_path, capsys, address, words):
+    from toolkit.cli import main
+
+    start = time.monotonic()
+    code = main(["enhance", str(photos), "-o", str(tmp_path / "out"), "--ratio", "100", "--ray", address])
+    err = capsys.readouterr().err
+    assert code == 2 and words in err and "Traceback" not in err
+    assert time.monotonic() - start < 30

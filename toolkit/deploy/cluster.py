@@ -84,20 +84,40 @@ def bag_inputs(src: Path) -> list[Path]:
     return sorted(p for p in src.iterdir() if not p.name.startswith(".") and is_bag(p))
 
 
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, not minutes, when nothing answers at a cluster's HOST:PORT (Ray itself
+    retries for minutes)."""
+    import socket
+
+    text = address.split("://", 1)[-1]
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"--ray address '{address}' is not HOST:PORT", "for example --ray 10.0.0.5:6379, or --ray alone")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise UserError(f"nothing answers at {host}:{port} ({exc.strerror or type(exc).__name__})",
+                        "start the cluster with 'ray start --head', or check the address") from exc
+
+
 def connect(address: str | None = "auto", num_cpus: int | None = None):
     """Join the Ray cluster at `address` ("auto": the one this machine belongs to, else a local
     instance started here, as `ray.init` does); returns the `ray` module."""
     ray = _ray()
     if not ray.is_initialized():
-        kwargs = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
-        if address not in (None, "auto", "local"):
-            kwargs["address"] = address
-        elif address == "auto" and os.environ.get("RAY_ADDRESS"):
-            kwargs["address"] = "auto"
-        else:
-            kwargs["num_cpus"] = num_cpus
+        quiet = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
         try:
-            ray.init(**kwargs)
+            if address == "auto":  # a cluster this machine belongs to (ray start, RAY_ADDRESS), else a local one
+                try:
+                    ray.init(address="auto", **quiet)
+                except ConnectionError:
+                    ray.init(num_cpus=num_cpus, **quiet)
+            elif address in (None, "local"):
+                ray.init(num_cpus=num_cpus, **quiet)
+            else:
+                _check_reachable(address)
+                ray.init(address=address, **quiet)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise UserError(f"cannot join the Ray cluster at {address} ({_one_line(exc)})",
                             "start it with 'ray start --head', or give --ray with its address") from exc

@@ -105,6 +105,8 @@ def connect(address: str | None = "auto", num_cpus: int | None = None):
     """Join the Ray cluster at `address` ("auto": the one this machine belongs to, else a local
     instance started here, as `ray.init` does); returns the `ray` module."""
     ray = _ray()
+    if address not in (None, "auto", "local"):
+        _check_reachable(address)
     if not ray.is_initialized():
         quiet = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
         try:
@@ -116,7 +118,6 @@ def connect(address: str | None = "auto", num_cpus: int | None = None):
             elif address in (None, "local"):
                 ray.init(num_cpus=num_cpus, **quiet)
             else:
-                _check_reachable(address)
                 ray.init(address=address, **quiet)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise UserError(f"cannot join the Ray cluster at {address} ({_one_line(exc)})",

@@ -129,8 +129,13 @@ def _run_enhance_ray(args: argparse.Namespace, threads: int | None, budget: floa
     result = enhance_on_ray(settings, args.input, args.output, args.bits, args.format, args.quality, args.black_level,
                             args.white_level, args.pattern, address=args.ray, workers=args.workers,
                             show_progress=not args.quiet, topic=args.topic)
-    if result["failed"] and result["failed"] == result["files"] - result["skipped_complete"]:
-        raise UserError(f"none of the {result['failed']} files could be enhanced (reasons above)",
+    return _folder_outcome(result, result["files"] - result["skipped_complete"])
+
+
+def _folder_outcome(result: dict, tried: int) -> dict:
+    """A folder run's exit: 2 when none of the `tried` files could be enhanced, 3 when some failed."""
+    if result["failed"] and result["failed"] == tried:
+        raise UserError(f"none of the {tried} files in {result['input']} could be enhanced (reasons above)",
                         "check that they are Bayer RAW files or 2-D .npy mosaics")
     if result["failed"]:
         raise PartialFailure(result, f"{result['failed']} of {result['files']} files failed")
@@ -172,12 +177,7 @@ def _run_enhance(args: argparse.Namespace) -> dict:
         result.update(model, variant=enhancer.backend.variant, trained_weights=enhancer.trained,
                       load_seconds=round(enhancer.load_seconds, 4),
                       runtime_import_seconds=round(enhancer.runtime_import_seconds, 4))
-        if result["failed"] == result["files"]:
-            raise UserError(f"none of the {result['files']} files in {args.input} could be enhanced (reasons above)",
-                            "check that they are Bayer RAW files or 2-D .npy mosaics")
-        if result["failed"]:
-            raise PartialFailure(result, f"{result['failed']} of {result['files']} files failed")
-        return result
+        return _folder_outcome(result, result["files"])
     source = _frame(args) if args.pixel_format else args.input
     result = enhancer.enhance_file(
         source, args.output, bits=args.bits,

@@ -16,7 +16,7 @@ from pathlib import Path
 from toolkit.errors import InputError, MissingDependencyError, UserError
 from toolkit.fileio import IMAGE_FORMATS, check_image_options
 
-from .enhance import Enhancer, _one_line, _output_folder, folder_inputs, output_names
+from .enhance import Enhancer, _one_line, _output_folder, file_entry, folder_inputs, output_names
 
 log = logging.getLogger(__name__)
 RETRIES = 3  # times a file is tried again on a new worker after its worker died
@@ -53,24 +53,18 @@ class _Worker:
             return self.run_bag(source, target, topic, levels)
         try:
             npy = Path(source).suffix.lower() == ".npy"
-            result = self.enhancer.enhance_file(source, target, bits, quality=quality, **(levels if npy else {}))
-        except UserError as exc:
-            return {"input": source, "error": str(exc)}
-        except Exception as exc:  # a bug on one file must not lose the others
-            return {"input": source, "error": f"internal error: {type(exc).__name__}: {_one_line(exc)}"}
-        return {"input": source, "output": target, "size": list(result.image.shape[:2]), "gain": result.gain,
-                "seconds": {k: round(v, 4) for k, v in result.seconds.items()}, "worker": os.getpid()}
-
+            outcome = self.enhancer.enhance_file(source, target, bits, quality=quality, **(levels if npy else {}))
+        except Exception as exc:  # the file's failure is its entry; the worker goes on
+            outcome = exc
+        return {**file_entry(source, target, outcome), "worker": os.getpid()}
 
     def run_bag(self, source: str, target: str, topic: str, levels: dict) -> dict:
         from .bags import enhance_bag
 
         try:
             result = enhance_bag(self.enhancer, source, target, topic, levels["black_level"], levels["white_level"])
-        except UserError as exc:
-            return {"input": source, "error": str(exc)}
         except Exception as exc:
-            return {"input": source, "error": f"internal error: {type(exc).__name__}: {_one_line(exc)}"}
+            return file_entry(source, target, exc)
         return {"input": source, "output": target, "images": result["images"], "enhanced": result["enhanced"],
                 "skipped_messages": result["skipped"], "worker": os.getpid()}
 

@@ -532,6 +532,18 @@ def _output_folder(out_dir: Path) -> None:
         raise OutputError(f"cannot create the output folder {out_dir} ({exc.strerror or exc})", "choose another -o folder") from exc
 
 
+def file_entry(source: str | os.PathLike, output: str | os.PathLike, outcome: EnhanceResult | Exception) -> dict:
+    """One file's line in a batch result (a folder here, or a cluster's worker): its output and
+    timings, or why it failed. A `UserError` says it; anything else is a bug on that one file, which
+    must not lose the others, and is named as one."""
+    if isinstance(outcome, UserError):
+        return {"input": str(source), "error": str(outcome)}
+    if isinstance(outcome, Exception):
+        return {"input": str(source), "error": f"internal error: {type(outcome).__name__}: {_one_line(outcome)}"}
+    return {"input": str(source), "output": str(output), "size": list(outcome.image.shape[:2]), "gain": outcome.gain,
+            "seconds": {k: round(v, 4) for k, v in outcome.seconds.items()}, "input_warning": outcome.input_warning}
+
+
 def enhance_folder(
     enhancer: Enhancer,
     src_dir: str | os.PathLike,
@@ -572,17 +584,12 @@ def enhance_folder(
     start = time.perf_counter()
     for done, (job, outcome) in enumerate(enhancer.enhance_files(jobs, overlap=overlap), 1):
         source = job.source
+        entry = file_entry(source, job.output, outcome)
         if isinstance(outcome, UserError):
-            entry = {"input": str(source), "error": str(outcome)}
             log.error("%s: %s", source.name, outcome)
-        elif isinstance(outcome, Exception):  # a bug on one file must not lose the others; the reason says it is one
-            entry = {"input": str(source), "error": f"internal error: {type(outcome).__name__}: {_one_line(outcome)}"}
+        elif isinstance(outcome, Exception):
             log.error("%s: %s (run with -vv for the traceback)", source.name, entry["error"])
             log.debug("traceback for %s", source.name, exc_info=outcome)
-        else:
-            entry = {"input": str(source), "output": str(job.output), "size": list(outcome.image.shape[:2]),
-                     "gain": outcome.gain, "seconds": {k: round(v, 4) for k, v in outcome.seconds.items()},
-                     "input_warning": outcome.input_warning}
         outcome = None  # let go of the image: its memory serves a later photo
         results.append(entry)
         progress.update(done, source.name)

@@ -13,8 +13,9 @@ TARGETS: dict[str, Target] = {
     t.name: t
     for t in (
         Target("torch", "FP32 PyTorch reference (the full-precision model)", ("fp32",), "torch", "torch", "export", "export"),
-        Target("openvino", "OpenVINO IR for x86 CPUs", ("fp32", "int8"), "openvino", "openvino", "x86", "x86"),
-        Target("tflite", "TFLite / LiteRT flatbuffer for ARM (Raspberry Pi)", ("fp32", "int8"),
+        # FP32 IR: on an Arm CPU with FP16 arithmetic (Raspberry Pi 5) OpenVINO runs it in f16 itself.
+        Target("openvino", "OpenVINO IR for x86 and Arm CPUs", ("fp32", "int8"), "openvino", "openvino", "openvino", "x86"),
+        Target("tflite", "TFLite / LiteRT flatbuffer for ARM (Raspberry Pi)", ("fp32", "fp16", "int8"),
                "ai_edge_litert|tflite_runtime", "ai-edge-litert|tflite-runtime", "runtime", "arm",
                (("litert_torch", "litert-torch"), ("ai_edge_quantizer", "ai-edge-quantizer")), layout="NHWC"),
         Target("onnxruntime", "ONNX model run by ONNX Runtime (the common peer)", ("fp32", "int8"), "onnxruntime", "onnxruntime", "onnx", "onnx",

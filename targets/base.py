@@ -80,10 +80,12 @@ class Target:
         """The module implementing `build(...)` and `load(...)` for this target."""
         return importlib.import_module(f"targets.{self.name}")
 
-    def build(self, body, size: tuple[int, int], out_dir: Path) -> list[str]:
-        """Convert the packed body (a torch module) into FP32 files in `out_dir`; returns their names.
-        INT8 files come from `quantization.quantize`, which sits above the targets and uses them."""
-        return self.backend().build(body, size, out_dir)
+    def build(self, body, size: tuple[int, int], out_dir: Path, precision: str = "fp32") -> list[str]:
+        """Convert the packed body (a torch module) into float files in `out_dir`; returns their names.
+        FP32 first; a lower float precision (TFLite FP16) is made from it by the backend's
+        `reduce_precision`. INT8 files come from `quantization.quantize`, which sits above the targets."""
+        files = self.backend().build(body, size, out_dir)
+        return files if precision == "fp32" else self.backend().reduce_precision(out_dir, files, precision)
 
     def load(self, artifact_dir: str | os.PathLike, manifest: dict, threads: int | None = None) -> Runner:
         self.check_runtime(f"running a {self.name} artifact")

@@ -1,4 +1,11 @@
-"""OpenVINO IR for x86 CPUs, converted straight from PyTorch (no ONNX step)."""
+"""OpenVINO IR for x86 and Arm CPUs, converted straight from PyTorch (no ONNX step).
+
+One FP32 IR serves both. The precision it computes in is chosen when it is compiled: FP32 on x86
+(given explicitly: CPUs with bf16 or AMX would otherwise run bf16 silently), and on a 64-bit Arm
+CPU the best it has, f16 where it has FP16 arithmetic (Raspberry Pi 5's Cortex-A76), else f32
+(Pi 4). `LLPACK_OPENVINO_PRECISION=f32` keeps FP32 on such a board. OpenVINO runs INT8 IR in
+floating point on Arm, so there the FP32 IR is the one to use.
+"""
 from __future__ import annotations
 
 import os
@@ -35,13 +42,18 @@ class OpenVinoRunner(ChannelsFirstRunner):
     def __init__(self, compiled):
         import openvino as ov
 
-        self.ov, self.request = ov, compiled.create_infer_request()
+        self.ov, self.compiled, self.request = ov, compiled, compiled.create_infer_request()
         self.output_shape = tuple(compiled.output(0).shape)
         self.outputs = OutputBuffers(lambda array: ov.Tensor(array, shared_memory=True))
         # Set in place of a shared input after each call, so the request never keeps the caller's
         # input alive; its pages are never written, so it takes no resident memory.
         port = compiled.input(0)
         self._idle_input = ov.Tensor(port.get_element_type(), port.shape) if port.get_partial_shape().is_static else None
+
+    def runtime_details(self) -> dict:
+        """The precision the compiled model computes in, read back from it (f32, f16, bf16), and the CPU."""
+        return {"arithmetic": self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name(),
+                "device": self.ov.Core().get_property("CPU", "FULL_DEVICE_NAME")}
 
     def run(self, packed: np.ndarray) -> np.ndarray:
         out, tensor = self.outputs.take(self.output_shape)
@@ -151,24 +163,45 @@ def _seal(cache: Path) -> None:
         pass
 
 
+PRECISION_ENV = "LLPACK_OPENVINO_PRECISION"  # auto (default), f32 or f16
+
+
+def inference_precision(core) -> str:
+    """f32 on x86; on Arm f16 where the CPU has FP16 arithmetic, else f32 (or what PRECISION_ENV asks)."""
+    import platform
+
+    from toolkit.errors import UserError
+
+    wanted = os.environ.get(PRECISION_ENV, "auto").strip().lower() or "auto"
+    if wanted not in ("auto", "f32", "f16"):
+        raise UserError(f"{PRECISION_ENV}={wanted} is not a precision", "use auto, f32 or f16")
+    arm = platform.machine().lower() in ("aarch64", "arm64")
+    fp16 = arm and "FP16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    if wanted == "f16" and not fp16:
+        raise UserError(f"{PRECISION_ENV}=f16: this CPU has no FP16 arithmetic OpenVINO uses (only Arm CPUs with it do)",
+                        f"unset {PRECISION_ENV} to run in f32")
+    return "f16" if fp16 and wanted != "f32" else "f32"
+
+
 def load(artifact_dir: Path, manifest: dict, threads: int | None) -> OpenVinoRunner:
     import shutil
 
     import openvino as ov
 
-    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}  # no silent bf16
+    core = ov.Core()
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": inference_precision(core)}
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)
     cache = compile_cache_dir(manifest, config)
     cache = _checked_cache(cache) if cache is not None else None
     model = str(artifact_dir / MODEL_FILE)
     try:
-        compiled = ov.Core().compile_model(model, "CPU", {**config, **({"CACHE_DIR": str(cache)} if cache else {})})
+        compiled = core.compile_model(model, "CPU", {**config, **({"CACHE_DIR": str(cache)} if cache else {})})
     except RuntimeError:
         if cache is None:
             raise
         shutil.rmtree(cache, ignore_errors=True)  # a damaged blob: drop it and compile afresh
-        compiled = ov.Core().compile_model(model, "CPU", config)
+        compiled = core.compile_model(model, "CPU", config)
         cache = None
     if cache is not None:
         _seal(cache)

@@ -77,26 +77,27 @@ def dark_dng(tmp_path):
 
 @pytest.fixture(scope="session")
 def rpi_bundle(tmp_path_factory):
-    """One Raspberry Pi 5 bundle (TFLite FP32 + INT8 at 64x96, with the x86 report) for every test that needs one."""
-    for module in ("torch", "ai_edge_litert", "litert_torch"):
+    """One Raspberry Pi 5 bundle (what its profile lists: TFLite FP32, FP16, INT8 and OpenVINO FP32 at 64x96,
+    with the x86 report) for every test that needs one."""
+    for module in ("torch", "ai_edge_litert", "litert_torch", "ai_edge_quantizer", "openvino"):
         pytest.importorskip(module)
     from toolkit.bench.bundle_builder import build_bundle
 
     root = tmp_path_factory.mktemp("bundle")
-    return build_bundle("rpi5", root / "bundle-rpi5", ["fp32", "int8"], "64x96", root / "artifacts", show_progress=False)
+    return build_bundle("rpi5", root / "bundle-rpi5", None, "64x96", root / "artifacts", show_progress=False)
 
 
 SMALL_SIZE = (64, 96)
-EXPORT_CASES = [("torch", "fp32"), ("openvino", "fp32"), ("openvino", "int8"), ("tflite", "fp32"), ("tflite", "int8"),
-                ("onnxruntime", "fp32"), ("onnxruntime", "int8")]
+EXPORT_CASES = [("torch", "fp32"), ("openvino", "fp32"), ("openvino", "int8"), ("tflite", "fp32"), ("tflite", "fp16"),
+                ("tflite", "int8"), ("onnxruntime", "fp32"), ("onnxruntime", "int8")]
 _NEEDS = {"torch": [], "openvino": ["openvino"], "tflite": ["ai_edge_litert|tflite_runtime", "litert_torch"],
           "onnxruntime": ["onnxruntime", "onnx"]}
-_INT8_NEEDS = {"torch": [], "openvino": ["nncf"], "tflite": ["ai_edge_quantizer"], "onnxruntime": []}
+_REDUCED_NEEDS = {"torch": [], "openvino": ["nncf"], "tflite": ["ai_edge_quantizer"], "onnxruntime": []}  # INT8 (and TFLite FP16)
 
 
 def missing_for_export(target: str, precision: str) -> str | None:
     """The first module exporting (target, precision) needs that is not installed ("a|b": either will do)."""
-    for need in ["torch"] + _NEEDS[target] + (_INT8_NEEDS[target] if precision == "int8" else []):
+    for need in ["torch"] + _NEEDS[target] + (_REDUCED_NEEDS[target] if precision != "fp32" else []):
         if not any(importlib.util.find_spec(m) for m in need.split("|")):
             return need
     return None
@@ -111,7 +112,7 @@ def small_artifacts(tmp_path_factory) -> dict:
     from toolkit.deploy.export import export
 
     root = tmp_path_factory.mktemp("small-artifacts")
-    return {(target, precision): export(target, precision, SMALL_SIZE, root / f"{target}-{precision}", allow_degraded=precision == "int8")
+    return {(target, precision): export(target, precision, SMALL_SIZE, root / f"{target}-{precision}", allow_degraded=precision != "fp32")
             for target, precision in EXPORT_CASES if missing_for_export(target, precision) is None}
 
 
@@ -127,10 +128,10 @@ def small_packed_inputs(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def small_tflite_artifacts(small_artifacts) -> dict[str, Path]:
-    """{'fp32': folder, 'int8': folder}: the shared TFLite exports at 64x96."""
-    if ("tflite", "fp32") not in small_artifacts or ("tflite", "int8") not in small_artifacts:
+    """{'fp32': folder, 'fp16': folder, 'int8': folder}: the shared TFLite exports at 64x96."""
+    if any(("tflite", precision) not in small_artifacts for precision in ("fp32", "fp16", "int8")):
         pytest.skip("needs the TFLite converter and quantizer")
-    return {precision: Path(small_artifacts["tflite", precision]["path"]) for precision in ("fp32", "int8")}
+    return {precision: Path(small_artifacts["tflite", precision]["path"]) for precision in ("fp32", "fp16", "int8")}
 
 
 @pytest.fixture(scope="session", autouse=True)

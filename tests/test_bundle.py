@@ -27,22 +27,28 @@ def bundle(rpi_bundle):
     return rpi_bundle
 
 
+LABELS = ["tflite-fp32", "tflite-fp16", "tflite-int8", "openvino-fp32"]  # profiles/devices/rpi5.json
+
+
 @needs_torch
 def test_bundle_holds_everything_the_board_needs_with_checksums(bundle):
     folder = Path(bundle["path"])
     info = json.loads((folder / "bundle.json").read_text())
-    assert info["device"] == "rpi5" and info["size"] == [64, 96] and info["precisions"] == ["fp32", "int8"]
+    assert info["device"] == "rpi5" and info["size"] == [64, 96]
+    assert info["labels"] == LABELS and info["precisions"] == ["fp32", "fp16", "int8"]
     files = set(info["files"])
     for name in ("README.md", "inputs/64x96/sample.dng", "inputs/64x96/scenes.npz", "inputs/64x96/reference.npz",
-                 "x86/sample_packed.npy", "x86/torch-fp32.output.npy", "x86/tflite-fp32.output.npy", "x86/tflite-int8.output.npy",
+                 "x86/sample_packed.npy", "x86/torch-fp32.output.npy", *(f"x86/{label}.output.npy" for label in LABELS),
                  "x86/ground_truth.png", "x86/report.json", "artifacts/tflite-int8-64x96/model.tflite",
-                 "artifacts/tflite-int8-64x96/manifest.json"):
+                 "artifacts/tflite-fp16-64x96/model.tflite", "artifacts/openvino-fp32-64x96/model.xml",
+                 "artifacts/openvino-fp32-64x96/model.bin", "artifacts/tflite-int8-64x96/manifest.json"):
         assert name in files, name
     assert info["wheel"] and f"wheels/{info['wheel']}" in files
     readme = (folder / "README.md").read_text()
-    assert 'llpacknet-edge' in readme and "[runtime]" in readme and "tflite-runtime==2.14.0" in readme and "llpack profile" in readme
+    assert 'llpacknet-edge' in readme and "[runtime,openvino]" in readme and "tflite-runtime==2.14.0" in readme
+    assert "llpack profile" in readme and "Cortex-A76 has FP16 arithmetic" in readme and "81 ms against 317 ms" in readme
     with tarfile.open(bundle["archive"]) as tar:
-        assert f"bundle-rpi5/bundle.json" in tar.getnames()
+        assert "bundle-rpi5/bundle.json" in tar.getnames()
 
 
 @needs_torch
@@ -52,17 +58,24 @@ def test_profiling_a_bundle_checks_parity_and_merges_with_x86(bundle, tmp_path):
     report = json.loads(result.stdout)
     assert report["device_profile"] == "rpi5" and report["settings"]["threads"] == 4
     rows = {r["label"]: r for r in report["results"]}
-    assert set(rows) == {"tflite-fp32", "tflite-int8"}  # the reference is the bundle's x86 run, not a local one
-    for row in rows.values():
-        assert row["status"] == "ok" and row["parity"]["ok"] and row["runtime_details"]["xnnpack"]
+    assert set(rows) == set(LABELS)  # the reference is the bundle's x86 run, not a local one
+    for label, row in rows.items():
+        assert row["status"] == "ok" and row["parity"]["ok"]
+        assert row["runtime_details"].get("xnnpack", True)
         assert row["psnr_vs_fp32_db"] is not None  # against the x86 FP32 PyTorch images in the bundle
-    assert rows["tflite-fp32"]["parity"]["max_abs_diff"] <= 1e-5
+        assert row["vs_fp32"]["reference"] == "tflite-fp32 64x96"  # no torch row here: the board's own FP32 baseline
+    for label in ("tflite-fp32", "tflite-fp16", "openvino-fp32"):  # this machine computes all three in FP32
+        assert rows[label]["runtime_details"]["arithmetic"] == "f32" and rows[label]["parity"]["max_abs_diff"] <= 1e-5
     assert rows["tflite-int8"]["parity"]["max_abs_diff"] == 0.0  # XNNPACK on both sides: bit-identical
+    assert rows["tflite-fp16"]["file_bytes"] < 0.55 * rows["tflite-fp32"]["file_bytes"]
+    assert rows["tflite-fp16"]["params"] == rows["tflite-fp32"]["params"] == rows["openvino-fp32"]["params"]
+    assert any("FP16 arithmetic did not run here" in w for w in rows["tflite-fp16"]["warnings"])
+    assert "tflite-fp16 [f32]" in (tmp_path / "prof" / "report.md").read_text()
     merged = _llpack("report", "merge", str(tmp_path / "prof"), str(Path(bundle["path"]) / "x86" / "report.json"),
                      "--out", str(tmp_path / "merged"), "--json")
     assert merged.returncode == 0, merged.stderr
     rows = json.loads(merged.stdout)["results"]
-    assert len(rows) == 5 and all(r["vs_fp32"]["reference"] == "torch-fp32 64x96" for r in rows)
+    assert len(rows) == 9 and all(r["vs_fp32"]["reference"] == "torch-fp32 64x96" for r in rows)
     assert (tmp_path / "merged" / "merged.md").exists() and (tmp_path / "merged" / "merged.png").exists()
 
 
@@ -117,15 +130,34 @@ def test_a_corrupt_archive_is_refused(tmp_path):
     assert result.returncode == 2 and "not a readable .tar.gz bundle" in result.stderr
 
 
-@needs_torch
-def test_a_bundle_whose_runtime_is_missing_says_what_to_install(bundle, tmp_path):
+def _blocking(tmp_path, modules) -> dict:
     blocker = tmp_path / "block"
-    for module in ("ai_edge_litert", "tflite_runtime"):
+    for module in modules:
         (blocker / module).mkdir(parents=True)
         (blocker / module / "__init__.py").write_text("raise ImportError('not installed')\n")
-    result = _llpack("profile", bundle["path"], "--out", str(tmp_path / "prof"), env={"PYTHONPATH": str(blocker)})
+    return {"PYTHONPATH": str(blocker)}
+
+
+@needs_torch
+def test_a_runtime_that_is_not_installed_is_skipped_with_its_install_command(bundle, tmp_path):
+    """A TFLite-only board (the light install) measures the TFLite rows and lists OpenVINO as skipped."""
+    result = _llpack("profile", bundle["path"], "--runs", "1", "--warmup", "0", "--repeats", "1", "--out", str(tmp_path / "prof"),
+                     "--json", env=_blocking(tmp_path, ["openvino"]))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    rows = {r["label"]: r for r in report["results"]}
+    assert rows["openvino-fp32"]["status"] == "skipped" and report["skipped"] == 1 and report["failed"] == 0
+    assert 'pip install "llpacknet-edge[openvino]"' in rows["openvino-fp32"]["error"]
+    assert all(rows[label]["status"] == "ok" for label in LABELS if label.startswith("tflite"))
+    assert "SKIPPED" in (tmp_path / "prof" / "report.md").read_text()
+
+
+@needs_torch
+def test_a_bundle_whose_runtimes_are_all_missing_says_what_to_install(bundle, tmp_path):
+    result = _llpack("profile", bundle["path"], "--out", str(tmp_path / "prof"),
+                     env=_blocking(tmp_path, ["ai_edge_litert", "tflite_runtime", "openvino"]))
     assert result.returncode == 2
-    assert 'pip install "llpacknet-edge[runtime]"' in result.stderr and "rpi5 bundle" in result.stderr
+    assert 'pip install "llpacknet-edge[runtime,openvino]"' in result.stderr and "rpi5 bundle" in result.stderr
 
 
 def test_a_truncated_archive_is_refused(rpi_bundle, tmp_path):

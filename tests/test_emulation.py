@@ -136,7 +136,7 @@ def test_xnnpack_applied_sees_a_graph_without_the_delegate(artifacts):
     assert not xnnpack_applied(interp)
 
 
-@pytest.mark.parametrize("precision", ["fp32", "int8"])
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 @pytest.mark.parametrize("cpu, runtime", COMBOS)
 def test_artifact_under_emulation_matches_x86(arm, artifacts, small_packed_inputs, x86_outputs, cpu, runtime, precision, tmp_path):
     from toolkit.deploy.artifact import read_manifest
@@ -149,13 +149,17 @@ def test_artifact_under_emulation_matches_x86(arm, artifacts, small_packed_input
     info = _last_json(proc.stdout)
     assert info["interpreter_module"].startswith(RUNTIME_MODULE[runtime] + ".")
     # XNNPACK runs everything but INT8 with int8 I/O on tflite-runtime 2.14, which falls back silently.
-    assert info["xnnpack"] == (runtime == "ai-edge-litert" or precision == "fp32"), info
+    assert info["xnnpack"] == (runtime == "ai-edge-litert" or precision != "int8"), info
 
     ours, reference = np.load(out), x86_outputs[precision]
     assert ours.shape == reference.shape and ours.dtype == reference.dtype == np.float32
     diff = float(np.max(np.abs(ours.astype(np.float64) - reference)))
-    if precision == "fp32":
-        print(f"{cpu} {runtime} fp32: max abs difference to x86 {diff:.3e}")
+    if precision == "fp16" and CPUS[cpu].fp16_arithmetic:  # XNNPACK computes in FP16 there; x86 cannot
+        psnr = 10 * np.log10(1.0 / np.mean((ours.astype(np.float64) - reference) ** 2))
+        print(f"{cpu} {runtime} fp16: FP16 arithmetic, {psnr:.1f} dB against x86 (max abs {diff:.3e})")
+        assert diff > FP32_TOLERANCE and psnr >= 40.0
+    elif precision in ("fp32", "fp16"):  # FP32 arithmetic on both machines (FP16 weights for fp16)
+        print(f"{cpu} {runtime} {precision}: max abs difference to x86 {diff:.3e}")
         assert diff <= FP32_TOLERANCE
     elif runtime == "ai-edge-litert":
         print(f"{cpu} {runtime} int8: {np.mean(ours != reference):.2%} of values differ from x86")
@@ -164,6 +168,26 @@ def test_artifact_under_emulation_matches_x86(arm, artifacts, small_packed_input
         scale = read_manifest(artifacts[precision])["output"]["quantization"]["scale"]
         print(f"{cpu} {runtime} int8: max abs difference {diff:.3e} = {diff / scale:.2f} output steps")
         assert diff / scale <= INT8_MAX_STEPS + 1e-3
+
+
+PROBE_FP16 = """
+import json
+from targets.tflite import fp16_arithmetic
+from targets.openvino import inference_precision
+import openvino as ov
+print(json.dumps({"tflite": fp16_arithmetic(), "openvino": inference_precision(ov.Core())}))
+"""
+
+
+@pytest.mark.parametrize("cpu, runtime", COMBOS + [("cortex-a76", "tflite-runtime")])
+def test_fp16_arithmetic_is_found_where_the_cpu_has_it(arm, cpu, runtime, tmp_path):
+    """XNNPACK (either runtime) and OpenVINO both compute in FP16 on a Cortex-A76 and in FP32 on an A72."""
+    proc = arm(runtime).run(cpu, ["-c", PROBE_FP16], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = _last_json(proc.stdout)
+    fp16 = CPUS[cpu].fp16_arithmetic
+    assert found == {"tflite": fp16, "openvino": "f16" if fp16 else "f32"}
+    assert "MIDR_EL1" not in proc.stderr  # the view gives OpenVINO the board's CPU identification too
 
 
 def _emulate_args(*argv: str) -> argparse.Namespace:

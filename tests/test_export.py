@@ -19,7 +19,7 @@ SIZE = (64, 96)
 TARGETS = ["openvino", "tflite", "onnxruntime"]
 RUNTIME_MODULE = {"openvino": "openvino", "tflite": "ai_edge_litert", "onnxruntime": "onnxruntime"}
 HIDE_RUNTIME = {"openvino": ["openvino"], "tflite": ["ai_edge_litert", "tflite_runtime"], "onnxruntime": ["onnxruntime"]}
-RUNTIME_EXTRA = {"openvino": "x86", "tflite": "runtime", "onnxruntime": "onnx"}
+RUNTIME_EXTRA = {"openvino": "openvino", "tflite": "runtime", "onnxruntime": "onnx"}
 CONVERTER = {"openvino": "openvino", "tflite": "litert_torch", "onnxruntime": "onnx"}
 
 

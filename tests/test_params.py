@@ -56,7 +56,7 @@ def test_importable_without_runtimes_and_names_the_extra(tmp_path):
             sys.modules[hidden] = None
         from toolkit.errors import MissingDependencyError
         from toolkit.bench.params import count_artifact_parameters
-        for target, extra in (("torch", "export"), ("openvino", "x86"), ("tflite", "runtime"), ("onnxruntime", "onnx")):
+        for target, extra in (("torch", "export"), ("openvino", "openvino"), ("tflite", "runtime"), ("onnxruntime", "onnx")):
             try:
                 count_artifact_parameters({str(tmp_path)!r}, {{"target": target}})
             except MissingDependencyError as exc:

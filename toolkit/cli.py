@@ -399,7 +399,8 @@ def _add_export(p: argparse.ArgumentParser) -> None:
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--target", choices=sorted(TARGETS), help="deployment target")
     which.add_argument("--all", action="store_true", help="every target and precision (--out is then the parent folder)")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "int8"), help="fp32 (default) or int8")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"),
+                   help="fp32 (default), fp16 (TFLite: FP16 weights, FP16 arithmetic where the CPU has it) or int8")
     p.add_argument("--calibration", help="INT8: folder of your own RAW files to calibrate on (default: synthetic dark RAW data)")
     p.add_argument("--size", default="512x512", help="HxW input size of the artifact, multiples of 16 (default 512x512)")
     p.add_argument("--out", help="artifact folder (default runs/artifacts/TARGET-PRECISION-HxW)")
@@ -531,7 +532,9 @@ def _render_report(r: dict) -> str:
 # ---------------------------------------------------------------- bundle
 def _add_bundle(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", required=True, help="rpi4 or rpi5 (profiles/devices)")
-    p.add_argument("--precision", default="fp32,int8", help="comma-separated precisions (default fp32,int8)")
+    p.add_argument("--precision", help="keep only these precisions, comma-separated (default: every artifact the device "
+                                        "profile lists; rpi5: TFLite FP32, FP16, INT8 and OpenVINO FP32)")
+    p.add_argument("--target", help="keep only these targets, comma-separated (tflite, openvino)")
     p.add_argument("--size", help="HxW (default: the device profile's first size)")
     p.add_argument("--out", required=True, help="bundle folder; a .tar.gz of it is written beside it")
     p.add_argument("--artifacts", dest="artifacts_root", default="runs/artifacts", help="where artifacts are exported or reused")
@@ -542,13 +545,15 @@ def _add_bundle(p: argparse.ArgumentParser) -> None:
 def _run_bundle(args: argparse.Namespace) -> dict:
     from toolkit.bench.bundle_builder import build_bundle
 
-    precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
-    return build_bundle(args.device, args.out, precisions, args.size, args.artifacts_root, args.checkpoint, args.profile_x86,
-                        show_progress=not args.quiet)
+    def split(text):
+        return [item.strip() for item in text.split(",") if item.strip()] if text else None
+
+    return build_bundle(args.device, args.out, split(args.precision), args.size, args.artifacts_root, args.checkpoint, args.profile_x86,
+                        show_progress=not args.quiet, targets=split(args.target))
 
 
 def _render_bundle(r: dict) -> str:
-    return (f"bundle for {r['device']} ({r['size'][0]}x{r['size'][1]}, {', '.join(r['precisions'])}): {r['path']} "
+    return (f"bundle for {r['device']} ({r['size'][0]}x{r['size'][1]}, {', '.join(r['labels'])}): {r['path']} "
             f"({r['megabytes']} MB), archive {r['archive']}\non the board: see {r['path']}/README.md")
 
 
@@ -581,7 +586,8 @@ COMMANDS = [
     Command("pipeline", "the whole chain: export every target FP32 and INT8, validate, profile", _add_pipeline, _run_pipeline,
             _render_profile),
     Command("report", "show a profiler report, or merge reports from several machines", _add_report, _run_report, _render_report),
-    Command("bundle", "package TFLite artifacts, inputs and x86 answers for a Raspberry Pi", _add_bundle, _run_bundle, _render_bundle),
+    Command("bundle", "package a Raspberry Pi's artifacts (TFLite, OpenVINO), inputs and x86 answers", _add_bundle, _run_bundle,
+            _render_bundle),
     Command("emulate", "run an llpack command as aarch64 code under qemu (Raspberry Pi 4/5)", _add_emulate, _run_emulate, _render_emulate),
     Command("train", "train LLPackNet on synthetic dark RAW data", _add_train, _run_train, _render_train),
     Command("evaluate", "PSNR/SSIM on the held-out scenes against the LibRaw baseline", _add_evaluate, _run_evaluate, _render_evaluate),

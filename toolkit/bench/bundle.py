@@ -1,10 +1,10 @@
-"""Device bundles: everything a Raspberry Pi needs to profile our TFLite artifacts and check them
-against this machine, in one folder (and one .tar.gz) with every file's SHA-256.
+"""Device bundles: everything a Raspberry Pi needs to profile our artifacts (TFLite, OpenVINO) and
+check them against this machine, in one folder (and one .tar.gz) with every file's SHA-256.
 
 Layout of a bundle:
     bundle.json                     what it is, for which device, every file's checksum
     README.md                       the commands to run on the board
-    artifacts/tflite-<p>-HxW/       the artifacts with their manifests
+    artifacts/<target>-<p>-HxW/     the artifacts with their manifests
     inputs/HxW/                     sample.dng, scenes.npz/json (held-out scenes), reference.npz
                                     (the FP32 PyTorch images of those scenes, from x86)
     x86/sample_packed.npy           the exact network input of sample.dng
@@ -31,8 +31,12 @@ log = logging.getLogger(__name__)
 BUNDLE_SCHEMA = "llpacknet-edge/bundle"
 BUNDLE_VERSION = 1
 BUNDLE_FILE = "bundle.json"
-FP32_PARITY = 1e-5  # max abs difference of FP32 outputs between machines
+FP32_PARITY = 1e-5  # max abs difference of outputs computed in FP32 on both machines
 INT8_STEPS_WITHOUT_XNNPACK = 8  # integer kernels other than XNNPACK round differently
+# Computed in f16 on the board (x86 has no FP16 arithmetic to compare with): the export's bar for
+# lower precisions, against the x86 FP32 images and ground truth.
+F16_MIN_PSNR_VS_FP32 = 40.0
+F16_MAX_GT_LOSS_DB = 0.3
 
 
 class BundleError(UserError):

@@ -3,8 +3,9 @@
 `ensure_arm_environment()` builds, once, what a Raspberry Pi with 64-bit Raspberry Pi OS bookworm
 has: Debian bookworm's arm64 Python 3.11 (the debs `dpkg -x`-ed into a root folder, the standard
 library byte-compiled by that Python) and a folder of aarch64 wheels for one TFLite runtime
-(ai-edge-litert or tflite-runtime 2.14) with numpy, psutil, rawpy and tifffile, never torch. It is
-then run by Debian's `qemu-aarch64-static` as a Cortex-A72 (Pi 4) or Cortex-A76 (Pi 5):
+(ai-edge-litert or tflite-runtime 2.14) and OpenVINO's CPU runtime, with numpy, psutil, rawpy and
+tifffile, never torch. It is then run by Debian's `qemu-aarch64-static` as a Cortex-A72 (Pi 4) or
+Cortex-A76 (Pi 5), whose FP16 arithmetic qemu emulates too (XNNPACK and OpenVINO use it there):
 
     arm = ensure_arm_environment("ai-edge-litert")
     subprocess.run(arm.command("cortex-a72") + ["-m", "toolkit.cli", "enhance", ...], env=arm.env("cortex-a72"))
@@ -52,6 +53,8 @@ DEBS = ("python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib", "
 PLATFORMS = ("manylinux2014_aarch64", *(f"manylinux_2_{minor}_aarch64" for minor in range(17, 37)))
 DEVICE_PACKAGES = ("numpy>=1.23", "psutil>=5.9", "tifffile>=2023.1.1", "pillow>=10", "pypng>=0.20220715")  # the light runtime (pyproject), rawpy apart
 OPTIONAL_PACKAGES = ("rawpy>=0.18",)  # RAW decoding; the toolkit imports it lazily, so the rest works without it
+# OpenVINO's CPU plugin on Arm (pyproject's `openvino` extra): installed beside either TFLite runtime.
+OPENVINO_PACKAGES = ("openvino>=2026.4.1,<2027",)
 # ai-edge-litert 2.x has no cp311 aarch64 wheel; 1.4.0 is the newest that has one.
 RUNTIMES = {
     "ai-edge-litert": ("ai-edge-litert==1.4.0",),
@@ -67,6 +70,17 @@ class Cpu:
     variant: str
     revision: int
     features: str  # the Features line the board's kernel prints
+
+    @property
+    def fp16_arithmetic(self) -> bool:
+        """Armv8.2-A half-precision arithmetic (what XNNPACK and OpenVINO compute FP16 with)."""
+        return "asimdhp" in self.features.split()
+
+    @property
+    def midr(self) -> str:
+        """MIDR_EL1 as the kernel shows it in sysfs (read by OpenVINO's Arm code generator)."""
+        value = (0x41 << 24) | (int(self.variant, 16) << 20) | (0xF << 16) | (int(self.part, 16) << 4) | self.revision
+        return f"0x{value:016x}"
 
 
 CPUS = {
@@ -97,9 +111,9 @@ class ArmEnvironment:
         toolkit.bench.machine need the board's. Any file missing under the prefix is the host's, so only these
         are given, for as many cores as this process may use (the guest runs on those).
         """
-        _cpu(cpu)
+        spec = _cpu(cpu)
         count = len(os.sched_getaffinity(0))
-        view = self.rootfs.parent / "views" / f"{cpu}-{count}cpu"
+        view = self.rootfs.parent / "views" / f"{cpu}-{count}cpu-v{VIEW_VERSION}"
         if view.is_dir():
             return view
         view.parent.mkdir(exist_ok=True)
@@ -119,6 +133,7 @@ class ArmEnvironment:
                                    ("thread_siblings_list", i), ("core_siblings_list", every), ("package_cpus_list", every),
                                    ("cluster_cpus_list", every)):
                     _write(topology / name, f"{text}\n")
+                _write(system / f"cpu{i}" / "regs" / "identification" / "midr_el1", spec.midr + "\n")
             os.chmod(stage, 0o755)
             try:
                 os.rename(stage, view)
@@ -186,11 +201,12 @@ def _key(*parts) -> str:
 
 
 RECIPE = 2  # bump when the build steps change: every cache is rebuilt under a new name
+VIEW_VERSION = 2  # bump when the per-CPU files change (2: MIDR_EL1 in sysfs)
 ROOTFS_KEY = f"rootfs-{SUITE}-{_key(RECIPE, SUITE, DEBS, PYTHON)}"
 
 
 def _site_key(runtime: str) -> str:
-    return f"site-{runtime}-{_key(RECIPE, RUNTIMES[runtime], DEVICE_PACKAGES, OPTIONAL_PACKAGES, PLATFORMS)}"
+    return f"site-{runtime}-{_key(RECIPE, RUNTIMES[runtime], DEVICE_PACKAGES, OPENVINO_PACKAGES, OPTIONAL_PACKAGES, PLATFORMS)}"
 
 
 class _Steps:
@@ -411,7 +427,7 @@ def _build_site(root: Path, runtime: str, qemu: str, rootfs: Path, steps) -> Pat
     stage = _stage(root, runtime)
     try:
         site = stage / "site"
-        required, optional = [*RUNTIMES[runtime], *DEVICE_PACKAGES], list(OPTIONAL_PACKAGES)
+        required, optional = [*RUNTIMES[runtime], *OPENVINO_PACKAGES, *DEVICE_PACKAGES], list(OPTIONAL_PACKAGES)
         steps(f"pip-installing aarch64 cp311 wheels: {' '.join(required + optional)}")
         proc = _pip(site, required + optional)
         blamed = [req for req in optional if _name(req) in _last_line(proc).lower()]

@@ -74,7 +74,7 @@ def _openvino_parameters(folder: Path) -> int:
     try:
         import openvino as ov
     except ImportError as exc:
-        raise MissingDependencyError("openvino", "x86", "counting the parameters of an openvino artifact") from exc
+        raise MissingDependencyError("openvino", "openvino", "counting the parameters of an openvino artifact") from exc
     model = ov.Core().read_model(str(folder / "model.xml"))
     counted: dict[str, int] = {}  # constant name -> elements, so a shared constant counts once
     for op in model.get_ordered_ops():
@@ -115,14 +115,17 @@ def _tflite_parameters(folder: Path) -> int:
     shapes = {t["index"]: t["shape"] for t in interp.get_tensor_details()}
     bias_slot = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "TRANSPOSE_CONV": 3}
     counted: dict[int, int] = {}  # tensor index -> elements, so a shared tensor counts once
-    for op in interp._get_ops_details():
+    ops = interp._get_ops_details()
+    # FP16 artifacts keep weights in FP16 constants that a DEQUANTIZE op turns into the op's FP32 input.
+    stored = {op["outputs"][0]: op["inputs"][0] for op in ops if op["op_name"] == "DEQUANTIZE"}
+    for op in ops:
         slot = bias_slot.get(op["op_name"])
         if slot is None:
             continue
         inputs = list(op["inputs"])
         if op["op_name"] == "TRANSPOSE_CONV":
             try:
-                if is_data_movement(interp.get_tensor(inputs[1])):
+                if is_data_movement(interp.get_tensor(stored.get(inputs[1], inputs[1]))):
                     continue
             except ValueError:  # not a constant buffer: a learned (or computed) filter, counted below
                 pass
@@ -131,7 +134,7 @@ def _tflite_parameters(folder: Path) -> int:
         if bias < 0:
             continue
         try:
-            zero = not np.any(interp.get_tensor(bias))
+            zero = not np.any(interp.get_tensor(stored.get(bias, bias)))
         except ValueError:
             # Not a constant buffer (computed at run time), so not a converter-added zero: count it.
             zero = False

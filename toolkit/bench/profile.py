@@ -133,6 +133,31 @@ def artifact_spec(folder: str | os.PathLike) -> ModelSpec:
                      manifest["target"], manifest["precision"])
 
 
+def _runnable(bundle) -> tuple[list[ModelSpec], list[dict]]:
+    """A bundle's artifacts whose runtime is installed here, and a `skipped` row (with the install
+    command) for each of the others; a bundle none of whose runtimes is installed is refused."""
+    from targets import get_target
+    from toolkit.errors import MissingDependencyError
+
+    runnable, skipped, errors = [], [], []
+    device = bundle.info["device"]
+    for folder in bundle.artifacts:
+        spec = artifact_spec(folder)
+        try:
+            get_target(spec.target).check_runtime(f"profiling the {device} bundle's {spec.label}")
+        except MissingDependencyError as exc:
+            errors.append(exc)
+            skipped.append({"label": spec.label, "size": list(spec.size), "status": "skipped", "error": str(exc)})
+            continue
+        runnable.append(spec)
+    if errors and not runnable:
+        extras = ",".join(dict.fromkeys(exc.extra for exc in errors))
+        packages = " or ".join(dict.fromkeys(exc.package for exc in errors))
+        raise UserError(f"profiling the {device} bundle needs {packages}, and none is installed",
+                        f'install with: pip install "llpacknet-edge[{extras}]"')
+    return runnable, skipped
+
+
 def collect_models(artifacts: list[str], all_targets: bool, sizes: list[tuple[int, int]], artifacts_root: Path,
                    sid: bool, checkpoint: str | None = None, targets: list[str] | None = None,
                    bundle_specs: list[ModelSpec] = ()) -> tuple[list[ModelSpec], list[dict]]:
@@ -283,18 +308,16 @@ def profile(
         extract_to = run_dir / f"bundle-{index}"
         shutil.rmtree(extract_to, ignore_errors=True)  # an earlier run's extraction: never mixed with this one
         bundles.append(open_bundle(path, extract_to))
-    bundle_specs, inputs = [], {}
+    bundle_specs, inputs, skipped = [], {}, []
     for bundle in bundles:
         if profile_info is None:
             from profiles import load_device_profile
 
             profile_info = load_device_profile(bundle.info["device"])
             threads = threads or profile_info["threads"]
-        for folder in bundle.artifacts:
-            spec = artifact_spec(folder)
-            from targets import get_target
-
-            get_target(spec.target).check_runtime(f"profiling the {bundle.info['device']} bundle")  # names the extra
+        runnable, missing = _runnable(bundle)
+        skipped += missing
+        for spec in runnable:
             spec.extra["parity"] = bundle.parity_for(spec.label)
             bundle_specs.append(spec)
             folder_in = bundle.inputs_folder(spec.size)
@@ -302,6 +325,7 @@ def profile(
                                  **json.loads((folder_in / "scenes.json").read_text()), "from_bundle": str(bundle.root)}
     plain = [a for a in artifacts if not is_bundle(a)]
     specs, failures = collect_models(plain, all_targets, parsed, Path(artifacts_root), sid, checkpoint, targets, bundle_specs)
+    failures += skipped
     for size in dict.fromkeys(s.size for s in specs):
         if size in inputs:
             continue

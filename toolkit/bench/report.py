@@ -20,7 +20,9 @@ log = logging.getLogger(__name__)
 REPORT_SCHEMA = "llpacknet-edge/profile-report"
 REPORT_VERSION = 1
 REFERENCE = "torch-fp32"
+BOARD_REFERENCE = "tflite-fp32"  # the reference on a board without torch
 SID_LABEL = "sid-unet-fp32"
+MEASURED = ("ok", "partial")  # the other statuses, failed and skipped, carry no measurements
 # What the LLPackNet paper claims against the SID U-Net (BMVC 2020 and the CVPR 2021 table), as ranges.
 SID_PAPER_CLAIMS = {"fewer_parameters": [2.0, 7.0], "less_memory": [2.0, 3.0], "faster": [5.0, 20.0]}
 
@@ -90,6 +92,7 @@ def aggregate(label: str, size: tuple[int, int], results: list[dict]) -> dict:
         "psnr_vs_fp32_db": quality.get("psnr_vs_fp32_db"),
         "ssim_vs_fp32": quality.get("ssim_vs_fp32"),
         "identical_to_fp32": quality.get("identical_to_fp32"),
+        "delta_psnr_vs_gt_db": quality.get("delta_psnr_vs_gt_db"),  # against the FP32 reference images' own
         "psnr_vs_gt_db": quality.get("psnr_vs_gt_db"),
         "ssim_vs_gt": quality.get("ssim_vs_gt"),
         "quality_scenes": quality.get("scenes"),
@@ -101,9 +104,19 @@ def aggregate(label: str, size: tuple[int, int], results: list[dict]) -> dict:
     return row
 
 
+def reference_row(rows: list[dict], size: list[int]) -> dict | None:
+    """The row ratios are taken against at this size: FP32 PyTorch, or where torch is not installed (a
+    board profiling a bundle) the TFLite FP32 artifact measured there."""
+    for label in (REFERENCE, BOARD_REFERENCE):
+        found = next((r for r in rows if r["label"] == label and r["size"] == size and r["status"] in MEASURED), None)
+        if found:
+            return found
+    return None
+
+
 def ratios_against(row: dict, reference: dict | None) -> dict | None:
     """speed-up (>1 faster), memory and size (<1 smaller) and PSNR change against a reference row."""
-    if reference is None or reference.get("status") not in ("ok", "partial") or row.get("status") not in ("ok", "partial"):
+    if reference is None or reference.get("status") not in MEASURED or row.get("status") not in MEASURED:
         return None
 
     def ratio(a, b):
@@ -142,21 +155,33 @@ def sid_comparison(rows: list[dict]) -> list[dict]:
 
 
 def judge_parity(row: dict) -> None:
-    """Device output against the machine that built the bundle: FP32 within 1e-5, INT8 exact through
-    XNNPACK and within 8 quantisation steps without it (other integer kernels round differently)."""
-    from .bundle import FP32_PARITY, INT8_STEPS_WITHOUT_XNNPACK
+    """Device output against the machine that built the bundle. Computed in FP32 on both: within 1e-5.
+    Computed in f16 on the board (x86 has no FP16 arithmetic to compare with): >= 40 dB against the x86
+    FP32 images and <= 0.3 dB loss against ground truth. INT8: exact through XNNPACK, within 8
+    quantisation steps without it (other integer kernels round differently)."""
+    from .bundle import F16_MAX_GT_LOSS_DB, F16_MIN_PSNR_VS_FP32, FP32_PARITY, INT8_STEPS_WITHOUT_XNNPACK
 
     parity = row.get("parity")
-    if not parity or row["status"] == "failed":
+    if not parity or row["status"] not in MEASURED:
         return
-    xnnpack = (row.get("runtime_details") or {}).get("xnnpack")
+    details = row.get("runtime_details") or {}
+    xnnpack, arithmetic = details.get("xnnpack"), details.get("arithmetic")
     row.setdefault("warnings", [])
     if row["target"] == "tflite" and xnnpack is False:
         row["warnings"].append("XNNPACK was not applied: this runtime runs the graph on its reference kernels"
                                + (" (INT8 is then slower than FP32: use the FP32 artifact or install ai-edge-litert)"
                                   if row["precision"] == "int8" else ""))
-    if row["precision"] == "fp32":
-        parity["tolerance"] = f"max abs difference <= {FP32_PARITY:g}"
+    if row["precision"] == "fp16" and arithmetic != "f16":
+        row["warnings"].append(f"FP16 arithmetic did not run here ({arithmetic or 'unknown'}): only the file is smaller "
+                               "(a CPU without FP16 arithmetic, such as a Raspberry Pi 4's Cortex-A72)")
+    if arithmetic in ("f16", "bf16"):
+        psnr, loss = row.get("psnr_vs_fp32_db"), row.get("delta_psnr_vs_gt_db")
+        parity["tolerance"] = (f">= {F16_MIN_PSNR_VS_FP32:g} dB against the x86 FP32 images and <= {F16_MAX_GT_LOSS_DB:g} dB "
+                               f"loss against ground truth ({arithmetic} arithmetic)")
+        parity["ok"] = (row.get("identical_to_fp32") or (psnr is not None and psnr >= F16_MIN_PSNR_VS_FP32)) \
+            and loss is not None and loss >= -F16_MAX_GT_LOSS_DB
+    elif row["precision"] in ("fp32", "fp16"):
+        parity["tolerance"] = f"max abs difference <= {FP32_PARITY:g} (FP32 arithmetic on both machines)"
         parity["ok"] = parity["max_abs_diff"] <= FP32_PARITY
     elif xnnpack:
         parity["tolerance"] = "identical (XNNPACK on both machines)"
@@ -174,13 +199,16 @@ def judge_parity(row: dict) -> None:
 def build_report(specs, measured: dict, failures: list[dict], inputs: dict, options: dict, repeats: int,
                  machine: dict, device_profile: dict | None, started: str, peaks: dict | None = None) -> dict:
     rows = [aggregate(spec.label, spec.size, measured[spec.key]) for spec in specs]
-    for failure in failures:  # models whose export failed never reached a worker
+    for failure in failures:  # never reached a worker: an export that failed, a runtime not installed (skipped)
         target, _, precision = failure["label"].rpartition("-")
+        status = failure.get("status", "failed")
         rows.append({"label": failure["label"], "target": target, "precision": precision, "size": failure["size"],
-                     "status": "failed", "error": f"export failed: {failure['error']}", "repeats": 0})
+                     "status": status, "error": failure["error"] if status == "skipped" else f"export failed: {failure['error']}",
+                     "repeats": 0})
     for row in rows:
         judge_parity(row)
-        reference = next((r for r in rows if r["label"] == REFERENCE and r["size"] == row["size"]), None)
+    for row in rows:
+        reference = reference_row(rows, row["size"])
         row["vs_fp32"] = ratios_against(row, reference) if row["label"] != SID_LABEL or reference else None
         runtime = "torch" if row["label"] == SID_LABEL else row["target"]
         # Median against median: the model's GMAC/s comes from its median latency, so the peak's does
@@ -202,6 +230,7 @@ def build_report(specs, measured: dict, failures: list[dict], inputs: dict, opti
         "vs_sid_unet": sid_comparison(rows),
         "machine_peak": peaks,
         "failed": sum(r["status"] == "failed" for r in rows),
+        "skipped": sum(r["status"] == "skipped" for r in rows),
     }
 
 
@@ -220,8 +249,15 @@ def _quality_text(row: dict) -> str:
     return _fmt(row.get("psnr_vs_fp32_db"), ".2f")
 
 
+NATIVE_ARITHMETIC = {"fp32": "f32", "fp16": "f16"}
+
+
 def _label(row: dict) -> str:
-    return row["label"] + (" DEGRADED" if row.get("degraded") else "")
+    """The row's name, with the arithmetic it really ran in where that is not its precision's own
+    (OpenVINO FP32 compiled to f16 on a Raspberry Pi 5, TFLite FP16 on a CPU without FP16)."""
+    ran = (row.get("runtime_details") or {}).get("arithmetic")
+    shown = f" [{ran}]" if ran and NATIVE_ARITHMETIC.get(row.get("precision")) not in (None, ran) else ""
+    return row["label"] + shown + (" DEGRADED" if row.get("degraded") else "")
 
 
 def render_table(report: dict) -> str:
@@ -231,8 +267,8 @@ def render_table(report: dict) -> str:
     lines = [head]
     for row in report["results"]:
         size = f"{row['size'][0]}x{row['size'][1]}"
-        if row["status"] == "failed":
-            lines.append(f"{_label(row):<27}{size:>10}  FAILED: {row['error']}")
+        if row["status"] not in MEASURED:
+            lines.append(f"{_label(row):<27}{size:>10}  {row['status'].upper()}: {row['error']}")
             continue
         v = row.get("vs_fp32") or {}
         lines.append(
@@ -261,10 +297,12 @@ def render_markdown(report: dict) -> str:
         f"{s['repeats']} fresh processes per model, time limit {s['timeout_s']:g} s",
         f"- created: {report['created']}" + (f"; device profile: {report['device_profile']}" if report.get("device_profile") else ""),
         "",
-        "Ratios are against the FP32 PyTorch reference of the same run and size. `noise` is the larger of the spread of "
+        "Ratios are against the FP32 PyTorch reference of the same run and size (on a board without torch: the TFLite FP32 "
+        "artifact there). A label's `[f16]` or `[f32]` is the arithmetic the runtime really used where it differs from the "
+        "artifact's precision. `noise` is the larger of the spread of "
         "the median between fresh processes and the p10-p90 range inside one; two runs agree when their medians differ by "
         "less than it. Memory is the process's peak resident set during inference; `above import` subtracts the resident "
-        "set after importing the runtime, before loading the model. `stress worst` is an INT8 artifact's worst image of the stress "
+        "set after importing the runtime, before loading the model. `stress worst` is an INT8 or FP16 artifact's worst image of the stress "
         "set against FP32, from its export (bright, clipped, over-amplified and very noisy inputs; see docs/export.md).", "",
         "| model | size | params (from file) | MB | GMAC | load ms | first ms | p50 ms | p90 ms | p99 ms | noise | MP/s | "
         "peak MB | above import MB | PSNR vs FP32 | stress worst vs FP32 | PSNR / SSIM vs GT | speed-up | memory | size |",
@@ -272,8 +310,8 @@ def render_markdown(report: dict) -> str:
     ]
     for row in report["results"]:
         size = f"{row['size'][0]}x{row['size'][1]}"
-        if row["status"] == "failed":
-            lines.append(f"| {_label(row)} | {size} | FAILED: {row['error']} |" + " |" * 17)
+        if row["status"] not in MEASURED:
+            lines.append(f"| {_label(row)} | {size} | {row['status'].upper()}: {row['error']} |" + " |" * 17)
             continue
         lat, v = row["latency_ms"], row.get("vs_fp32") or {}
         lines.append(
@@ -288,7 +326,7 @@ def render_markdown(report: dict) -> str:
               "| encode JPEG | encode PNG | encode TIFF |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in report["results"]:
-        if row["status"] == "failed":
+        if row["status"] not in MEASURED:
             continue
         st = row["stages_ms"]
         outside = 100.0 * (st["preprocess"] + st["postprocess"]) / (st["preprocess"] + st["inference"] + st["postprocess"])
@@ -330,7 +368,7 @@ def write_plots(run_dir: Path, report: dict) -> list[str]:
     except ImportError:
         log.info("plots skipped: matplotlib is not installed (pip install matplotlib)")
         return []
-    rows = [r for r in report["results"] if r["status"] != "failed"]
+    rows = [r for r in report["results"] if r["status"] in MEASURED]
     if not rows:
         return []
     names = [f"{r['label']}\n{r['size'][0]}x{r['size'][1]}" for r in rows]
@@ -417,7 +455,7 @@ def merge_reports(paths: list[str | os.PathLike], out: str | os.PathLike | None 
     for report in reports:
         for row in report["results"]:
             rows.append({**row, "machine": machine_name(report), "emulated": bool(report["machine"].get("emulated"))})
-    references = [r for r in rows if r["label"] == REFERENCE and r["status"] in ("ok", "partial")]
+    references = [r for r in rows if r["label"] == REFERENCE and r["status"] in MEASURED]
     for row in rows:
         candidates = [r for r in references if r["size"] == row["size"]]
         reference = min(candidates, key=lambda r: r["emulated"], default=None)  # a real machine's reference first
@@ -440,8 +478,8 @@ def render_merged(merged: dict) -> str:
              "|---|---|---|---|---|---|---|---|---|---|"]
     for row in merged["results"]:
         size = f"{row['size'][0]}x{row['size'][1]}"
-        if row["status"] == "failed":
-            lines.append(f"| {row['machine']} | {_label(row)} | {size} | FAILED: {row['error']} | | | | | | |")
+        if row["status"] not in MEASURED:
+            lines.append(f"| {row['machine']} | {_label(row)} | {size} | {row['status'].upper()}: {row['error']} | | | | | | |")
             continue
         parity = row.get("parity")
         parity_text = "-" if not parity else f"{'ok' if parity.get('ok') else 'MISMATCH'} ({parity['max_abs_diff']:.2g})"
@@ -462,7 +500,7 @@ def _merged_plot(folder: Path, merged: dict) -> list[str]:
         import matplotlib.pyplot as plt
     except ImportError:
         return []
-    rows = [r for r in merged["results"] if r["status"] != "failed"]
+    rows = [r for r in merged["results"] if r["status"] in MEASURED]
     if not rows:
         return []
     fig, ax = plt.subplots(figsize=(max(6, 1.0 * len(rows)), 4.5))

@@ -291,7 +291,9 @@ def quality(model: LLPackNetModel, spec: dict, inputs: Path) -> dict:
     if references is not None:
         vs_ref = [psnr(image, ref) for image, ref in zip(images, references)]
         finite = [v for v in vs_ref if np.isfinite(v)]
+        reference_vs_gt = [psnr(ref, target) for ref, (_, target, _) in zip(references, scenes)]
         out.update(psnr_vs_fp32_db=float(np.mean(finite)) if finite else None, identical_to_fp32=not finite,
+                   delta_psnr_vs_gt_db=float(np.mean(vs_gt) - np.mean(reference_vs_gt)),
                    ssim_vs_fp32=float(np.mean([ssim(image, ref) for image, ref in zip(images, references)])),
                    max_abs_vs_fp32=float(max(np.max(np.abs(image - ref)) for image, ref in zip(images, references))))
     return out

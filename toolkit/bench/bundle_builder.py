@@ -34,14 +34,17 @@ def _build_wheel(dest: Path) -> str | None:
         log.warning("no source tree beside the toolkit: the bundle carries no wheel (install llpacknet-edge on the board yourself)")
         return None
     dest.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as build_dir:
-        command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dest), str(ROOT)]
-        proc = subprocess.run(command, capture_output=True, text=True, cwd=build_dir)
-    wheels = sorted(dest.glob("llpacknet_edge-*.whl"))
-    if proc.returncode != 0 or not wheels:
-        log.warning("could not build the toolkit's wheel (%s): the bundle carries none", (proc.stderr or "").strip().splitlines()[-1:])
-        return None
-    return wheels[-1].name
+    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dest), str(ROOT)]
+    for _ in range(2):  # once more after a failure: a build folder another build was writing
+        with tempfile.TemporaryDirectory() as build_dir:
+            proc = subprocess.run(command, capture_output=True, text=True, cwd=build_dir)
+        wheels = sorted(dest.glob("llpacknet_edge-*.whl"))
+        if proc.returncode == 0 and wheels:
+            return wheels[-1].name
+    lines = (proc.stderr or "").strip().splitlines()
+    said = [line.strip() for line in lines if line.strip().lower().startswith("error")] or lines[-1:]
+    log.warning("could not build the toolkit's wheel (%s): the bundle carries none", "; ".join(said) or f"exit code {proc.returncode}")
+    return None
 
 
 # What each board has, and what follows for the runtimes (published facts; the emulated CI proof checks

@@ -47,6 +47,7 @@ def test_bundle_holds_everything_the_board_needs_with_checksums(bundle):
     readme = (folder / "README.md").read_text()
     assert 'llpacknet-edge' in readme and "[runtime,openvino]" in readme and "tflite-runtime==2.14.0" in readme
     assert "llpack profile" in readme and "Cortex-A76 has FP16 arithmetic" in readme and "81 ms against 317 ms" in readme
+    assert "emulated" in readme
     with tarfile.open(bundle["archive"]) as tar:
         assert "bundle-rpi5/bundle.json" in tar.getnames()
 

@@ -94,6 +94,9 @@ what is installed and lists the others as skipped, with the command that install
 
 {BOARD_ADVICE.get(info['device'], 'Profile every artifact and keep the fastest that passes its parity check.')}
 
+These are expectations, not measurements of this bundle: the toolkit's own proof for Raspberry Pi CPUs
+is emulated (qemu user mode, Cortex-A72 and Cortex-A76), which checks that every artifact runs, computes
+in the precision said and matches x86, and says nothing about speed.
 `llpack profile` here gives the answer for this board; the table lists every artifact with the
 precision it really computed in, its speed against `tflite-fp32`, and its quality against the x86
 FP32 output.

@@ -65,13 +65,17 @@ def test_profiling_a_bundle_checks_parity_and_merges_with_x86(bundle, tmp_path):
         assert row["runtime_details"].get("xnnpack", True)
         assert row["psnr_vs_fp32_db"] is not None  # against the x86 FP32 PyTorch images in the bundle
         assert row["vs_fp32"]["reference"] == "tflite-fp32 64x96"  # no torch row here: the board's own FP32 baseline
-    for label in ("tflite-fp32", "tflite-fp16", "openvino-fp32"):  # this machine computes all three in FP32
+    from targets.tflite import fp16_arithmetic
+
+    for label in ("tflite-fp32", "openvino-fp32"):  # FP32 on x86 (OpenVINO's precision is set explicitly there)
         assert rows[label]["runtime_details"]["arithmetic"] == "f32" and rows[label]["parity"]["max_abs_diff"] <= 1e-5
     assert rows["tflite-int8"]["parity"]["max_abs_diff"] == 0.0  # XNNPACK on both sides: bit-identical
     assert rows["tflite-fp16"]["file_bytes"] < 0.55 * rows["tflite-fp32"]["file_bytes"]
     assert rows["tflite-fp16"]["params"] == rows["tflite-fp32"]["params"] == rows["openvino-fp32"]["params"]
-    assert any("FP16 arithmetic did not run here" in w for w in rows["tflite-fp16"]["warnings"])
-    assert "tflite-fp16 [f32]" in (tmp_path / "prof" / "report.md").read_text()
+    if not fp16_arithmetic():  # XNNPACK here computes FP16 artifacts in FP32 (so far, every x86 machine tried)
+        assert rows["tflite-fp16"]["runtime_details"]["arithmetic"] == "f32"
+        assert any("FP16 arithmetic did not run here" in w for w in rows["tflite-fp16"]["warnings"])
+        assert "tflite-fp16 [f32]" in (tmp_path / "prof" / "report.md").read_text()
     merged = _llpack("report", "merge", str(tmp_path / "prof"), str(Path(bundle["path"]) / "x86" / "report.json"),
                      "--out", str(tmp_path / "merged"), "--json")
     assert merged.returncode == 0, merged.stderr

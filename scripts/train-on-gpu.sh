@@ -11,7 +11,7 @@
 # The device has its own Python with PyTorch (python3; set PYTHON to use another); nothing is installed there.
 set -euo pipefail
 RUN=train-detail-wb-v2
-TRAIN=(--out "runs/$RUN" --recipe detail-wb-v2 --steps 150000 --lr 1e-3 --warmup 1000 --precision bf16
+TRAIN=(--out "runs/$RUN" --recipe detail-wb-v2 --steps 90000 --lr 1e-3 --warmup 1000 --precision bf16
        --validate-every 2000 --checkpoint-every 500)
 CACHE="${LLPACK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/llpack}/train/$RUN"
 FILES=(train_state.pt best.pt best.json loss.csv)

@@ -184,3 +184,12 @@ def test_bundle_never_replaces_a_folder_that_is_not_a_bundle(tmp_path):
     with pytest.raises(UserError, match="exists and is not a bundle"):
         build_bundle("rpi4", precious, ["fp32"], "64x96", tmp_path / "artifacts", show_progress=False)
     assert (precious / "thesis.txt").read_text() == "years of work"
+
+
+def test_the_wheel_lands_in_the_bundle_when_out_is_a_relative_path(tmp_path, monkeypatch):
+    """`llpack bundle --out runs/bundle-rpi5` (relative) once built the wheel into pip's temporary folder."""
+    from toolkit.bench.bundle_builder import _build_wheel
+
+    monkeypatch.chdir(tmp_path)
+    name = _build_wheel(Path("stage") / "wheels")
+    assert name and name.startswith("llpacknet_edge-") and (tmp_path / "stage" / "wheels" / name).is_file()

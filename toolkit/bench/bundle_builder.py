@@ -33,14 +33,14 @@ def _build_wheel(dest: Path) -> str | None:
     if not (ROOT / "pyproject.toml").exists():
         log.warning("no source tree beside the toolkit: the bundle carries no wheel (install llpacknet-edge on the board yourself)")
         return None
+    dest = dest.resolve()  # pip runs in a temporary folder: a relative --out would put the wheel there
     dest.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dest), str(ROOT)]
-    for _ in range(2):  # once more after a failure: a build folder another build was writing
-        with tempfile.TemporaryDirectory() as build_dir:
-            proc = subprocess.run(command, capture_output=True, text=True, cwd=build_dir)
-        wheels = sorted(dest.glob("llpacknet_edge-*.whl"))
-        if proc.returncode == 0 and wheels:
-            return wheels[-1].name
+    with tempfile.TemporaryDirectory() as build_dir:
+        proc = subprocess.run(command, capture_output=True, text=True, cwd=build_dir)
+    wheels = sorted(dest.glob("llpacknet_edge-*.whl"))
+    if proc.returncode == 0 and wheels:
+        return wheels[-1].name
     lines = (proc.stderr or "").strip().splitlines()
     said = [line.strip() for line in lines if line.strip().lower().startswith("error")] or lines[-1:]
     log.warning("could not build the toolkit's wheel (%s): the bundle carries none", "; ".join(said) or f"exit code {proc.returncode}")

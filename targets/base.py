@@ -85,7 +85,9 @@ class Target:
         FP32 first; a lower float precision (TFLite FP16) is made from it by the backend's
         `reduce_precision`. INT8 files come from `quantization.quantize`, which sits above the targets."""
         files = self.backend().build(body, size, out_dir)
-        return files if precision == "fp32" else self.backend().reduce_precision(out_dir, files, precision)
+        if precision != "fp32":
+            self.backend().reduce_precision(out_dir, precision)
+        return files
 
     def load(self, artifact_dir: str | os.PathLike, manifest: dict, threads: int | None = None) -> Runner:
         self.check_runtime(f"running a {self.name} artifact")

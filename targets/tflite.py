@@ -8,6 +8,7 @@ Cortex-A76) and FP32 elsewhere. Whether it did cannot be read from the interpret
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,7 @@ def build(body, size: tuple[int, int], out_dir: Path) -> list[str]:
     return [MODEL_FILE]
 
 
-def reduce_precision(out_dir: Path, files: list[str], precision: str) -> list[str]:
+def reduce_precision(out_dir: Path, precision: str) -> None:
     """The FP32 artifact in `out_dir` made FP16: every convolution's weights cast to FP16 (with
     ai-edge-quantizer's float casting, which adds the DEQUANTIZE ops XNNPACK folds away), then the
     metadata that lets XNNPACK compute in FP16."""
@@ -65,7 +66,6 @@ def reduce_precision(out_dir: Path, files: list[str], precision: str) -> list[st
         casting.load_quantization_recipe(recipe.get_quantization_recipe())
         casting.quantize().export_model(str(cast), overwrite=True)
         path.write_bytes(with_metadata(cast.read_bytes(), REDUCED_PRECISION_KEY, FP16_REQUEST))
-    return files
 
 
 def _schema():
@@ -136,32 +136,24 @@ def fp16_probe_bytes() -> bytes:
     model.version, model.description = 3, b"llpacknet-edge: does XNNPACK run FP16 arithmetic here?"
     model.operatorCodes, model.subgraphs = [code], [graph]
     model.buffers = [buffer(), buffer(), buffer(np.ones((1, 1, 1, channels), np.float32)), buffer(np.zeros(1, np.float32)),
-                     buffer(), buffer(np.frombuffer(FP16_REQUEST, np.uint8))]
-    metadata = s.MetadataT()
-    metadata.name, metadata.buffer = REDUCED_PRECISION_KEY.encode(), 5
-    model.metadata = [metadata]
-    return _pack(model)
+                     buffer()]
+    return with_metadata(_pack(model), REDUCED_PRECISION_KEY, FP16_REQUEST)
 
 
-_FP16_ARITHMETIC: dict[str, bool | None] = {}
-
-
+@functools.cache
 def fp16_arithmetic() -> bool | None:
     """Whether XNNPACK, in the installed interpreter on this CPU, computes in FP16 when a model asks
     (None: the probe could not run, e.g. no XNNPACK). Asked once per process, in a few milliseconds."""
-    if "answer" not in _FP16_ARITHMETIC:
-        answer = None
-        try:
-            probe = interpreter(PROBE_FILE, 1)
-            probe.allocate_tensors()
-            if xnnpack_applied(probe):
-                probe.set_tensor(probe.get_input_details()[0]["index"], np.array(PROBE_INPUT, np.float32).reshape(1, 1, 1, -1))
-                probe.invoke()
-                answer = bool(probe.get_tensor(probe.get_output_details()[0]["index"]).item() != sum(PROBE_INPUT))
-        except (OSError, ValueError, RuntimeError):
-            answer = None
-        _FP16_ARITHMETIC["answer"] = answer
-    return _FP16_ARITHMETIC["answer"]
+    try:
+        probe = interpreter(PROBE_FILE, 1)
+        probe.allocate_tensors()
+        if not xnnpack_applied(probe):
+            return None
+        probe.set_tensor(probe.get_input_details()[0]["index"], np.array(PROBE_INPUT, np.float32).reshape(1, 1, 1, -1))
+        probe.invoke()
+        return bool(probe.get_tensor(probe.get_output_details()[0]["index"]).item() != sum(PROBE_INPUT))
+    except (OSError, ValueError, RuntimeError):
+        return None
 
 
 def interpreter(path: Path, threads: int | None):

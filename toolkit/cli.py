@@ -350,13 +350,18 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
                    help="maintainers: score the LibRaw + denoiser baseline's strengths on training scenes, and stop")
 
 
+def _comma_list(text: str | None) -> list[str]:
+    """`--sets detail,clean` and the like: the non-empty items, stripped ([] for none)."""
+    return [item.strip() for item in (text or "").split(",") if item.strip()]
+
+
 def _run_evaluate(args: argparse.Namespace) -> dict:
     from toolkit.training.evaluate import evaluate, tune_denoiser
 
     if args.tune_denoiser:
         return {"denoiser_tuning": tune_denoiser()}
-    sets = [s.strip() for s in args.sets.split(",") if s.strip()]
-    return evaluate(args.checkpoint, args.ratio, args.out, args.photos, args.limit, show_progress=not args.quiet, sets=sets)
+    return evaluate(args.checkpoint, args.ratio, args.out, args.photos, args.limit, show_progress=not args.quiet,
+                    sets=_comma_list(args.sets))
 
 
 def _render_evaluate(r: dict) -> str:
@@ -545,11 +550,8 @@ def _add_bundle(p: argparse.ArgumentParser) -> None:
 def _run_bundle(args: argparse.Namespace) -> dict:
     from toolkit.bench.bundle_builder import build_bundle
 
-    def split(text):
-        return [item.strip() for item in text.split(",") if item.strip()] if text else None
-
-    return build_bundle(args.device, args.out, split(args.precision), args.size, args.artifacts_root, args.checkpoint, args.profile_x86,
-                        show_progress=not args.quiet, targets=split(args.target))
+    return build_bundle(args.device, args.out, _comma_list(args.precision), args.size, args.artifacts_root, args.checkpoint,
+                        args.profile_x86, show_progress=not args.quiet, targets=_comma_list(args.target))
 
 
 def _render_bundle(r: dict) -> str:

@@ -33,10 +33,6 @@ BUNDLE_VERSION = 1
 BUNDLE_FILE = "bundle.json"
 FP32_PARITY = 1e-5  # max abs difference of outputs computed in FP32 on both machines
 INT8_STEPS_WITHOUT_XNNPACK = 8  # integer kernels other than XNNPACK round differently
-# Computed in f16 on the board (x86 has no FP16 arithmetic to compare with): the export's bar for
-# lower precisions, against the x86 FP32 images and ground truth.
-F16_MIN_PSNR_VS_FP32 = 40.0
-F16_MAX_GT_LOSS_DB = 0.3
 
 
 class BundleError(UserError):

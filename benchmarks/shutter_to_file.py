@@ -1,5 +1,5 @@
 """From shutter to file: photos per second for a folder of full-size DNGs, each stage's share, one by
-one against pipelined, and what the compiled-model cache saves on load.
+one against pipelined, and what the compiled-model cache and the warm server save on load.
 
     python benchmarks/shutter_to_file.py [--model ARTIFACT ...] [--photos 8] [--size 2848x4256]
                                          [--formats jpeg,png,tiff] [--out runs/bench-shutter]
@@ -14,7 +14,8 @@ noisy: nothing here is compared with a figure from another run):
   encode, write;
 - peak memory (the process's max RSS) of the pipelined run against the one-by-one run;
 - whether the two runs wrote the same bytes;
-- load time of single-file commands: the first (compiles into an empty cache) against later ones.
+- load time of single-file commands: the first (compiles into an empty cache) against later ones,
+  in fresh processes (the compiled-model cache) and on the warm server (`--warm`).
 """
 from __future__ import annotations
 
@@ -119,6 +120,33 @@ def cache_runs(model: Path, photo: Path, out: Path, rounds: int = 3) -> dict:
             "wall_first": median(wall_first), "wall_later": median(wall_later)}
 
 
+def stop_server(env: dict) -> None:
+    subprocess.run([sys.executable, "-m", "toolkit.cli", "serve", "--stop", "-q"], cwd=ROOT, env={**os.environ, **env},
+                   stderr=subprocess.DEVNULL)
+
+
+def warm_runs(model: Path, photo: Path, out: Path, rounds: int = 3) -> dict:
+    """Single-file commands with `--warm`, `rounds` times from no server and an empty cache: the first
+    starts the warm server, which loads the model; the two after it find the model loaded. Medians."""
+    cache = out / "cache-warm"
+    env = {"LLPACK_CACHE": str(cache)}
+    args = ("enhance", str(photo), "-o", str(out / "warm.jpg"), "--model", str(model), "--warm", "120")
+    first, later, wall_first, wall_later, reused = [], [], [], [], []
+    for _ in range(rounds):
+        stop_server(env)
+        shutil.rmtree(cache, ignore_errors=True)
+        runs = [llpack(*args, env=env) for _ in range(3)]
+        stop_server(env)
+        first.append(runs[0][0]["load_seconds"])
+        wall_first.append(runs[0][1])
+        later += [r[0]["load_seconds"] for r in runs[1:]]
+        wall_later += [r[1] for r in runs[1:]]
+        reused += [r[0]["warm_server"]["model"] == "reused" for r in runs[1:]]
+    median = statistics.median
+    return {"first": median(first), "later": median(later), "wall_first": median(wall_first),
+            "wall_later": median(wall_later), "all_reused": all(reused)}
+
+
 def png_levels(image_path: Path, levels=(0, 1, 3, 6), repeats: int = 3) -> dict:
     """Pillow's PNG at several zlib levels on one of this run's outputs: (median seconds, bytes) each."""
     import io
@@ -173,7 +201,13 @@ def main() -> int:
               f"{cache['off'] / cache['later']:.1f}x a later call's, the first into an empty cache {cache['first'] / cache['later']:.1f}x "
               f"(runtime import, part of start-up: {cache['runtime_import'] / cache['later']:.1f}x); whole command, "
               f"first against later: {cache['wall_first'] / cache['wall_later']:.2f}x")
-        for fmt in args.formats.split(","):
+        warm = warm_runs(model, photos[0], args.out)
+        print(f"with --warm (the first call starts the warm server): the first call's model load {warm['first'] / warm['later']:.0f}x "
+              f"a later call's ({'model reused' if warm['all_reused'] else 'NOT always reused'}), later loads "
+              f"{cache['later'] / warm['later']:.0f}x faster than with the file cache alone; whole command, first against later: "
+              f"{warm['wall_first'] / warm['wall_later']:.2f}x, a later one against a later cached cold one: "
+              f"{cache['wall_later'] / warm['wall_later']:.2f}x faster")
+        for fmt in [f for f in args.formats.split(",") if f]:  # --formats "": the load figures only
             r = folder_runs(model, args.out / "dngs", args.out, fmt, env)
             infer, core = r["stage_s"]["inference"], r["core_s"]
             print(f"\n{fmt}: {r['photos']} photos; one photo's decode + pre + inference + post = {core / infer:.2f}x its inference")

@@ -19,6 +19,7 @@ from typing import Callable
 
 from . import __version__
 from .errors import UserError
+from .deploy.warm import DEFAULT_IDLE_TIMEOUT
 from .fileio import DEFAULT_QUALITY, IMAGE_FORMATS
 
 log = logging.getLogger("toolkit")
@@ -66,6 +67,12 @@ def _add_enhance(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sequential", action="store_true",
                    help="for a folder: one photo at a time, instead of reading the next and writing the previous "
                         "during inference (same files, slower)")
+    warm = p.add_argument_group("warm start (Linux)")
+    warm.add_argument("--warm", nargs="?", type=float, const=DEFAULT_IDLE_TIMEOUT, metavar="SECONDS",
+                      help="run on the warm server (llpack serve), starting one in the background if none is running: "
+                           "later calls skip start-up and loading the model; it leaves after SECONDS idle (default %(const)g). "
+                           "A running server is used even without this flag")
+    warm.add_argument("--cold", action="store_true", help="run in this process even when a warm server is running")
     mem = p.add_argument_group("memory")
     mem.add_argument("--tile", default="auto",
                      help="'auto' (tile when the image is larger than the artifact or over the budget: strips for "
@@ -143,6 +150,20 @@ def _folder_outcome(result: dict, tried: int) -> dict:
 
 
 def _run_enhance(args: argparse.Namespace) -> dict:
+    """On the warm server the result also says which process ran it and whether the model was loaded."""
+    backends = getattr(args, "backends", None)
+    if backends is None:
+        return _enhance(args, None)
+    try:
+        result = _enhance(args, backends)
+    except PartialFailure as partial:
+        partial.result["warm_server"] = backends.last_use()
+        raise
+    result["warm_server"] = backends.last_use()
+    return result
+
+
+def _enhance(args: argparse.Namespace, backends) -> dict:
     from toolkit.deploy.enhance import Enhancer, enhance_folder
 
     budget, threads = args.memory_budget, args.threads
@@ -153,7 +174,7 @@ def _run_enhance(args: argparse.Namespace) -> dict:
         budget = budget or device["memory_budget_mb"]
         threads = threads or device["threads"]
     enhancer = Enhancer(checkpoint=args.checkpoint, ratio=args.ratio, model=args.model, threads=threads,
-                        tile=args.tile, memory_budget_mb=budget, white_balance=args.white_balance)
+                        tile=args.tile, memory_budget_mb=budget, white_balance=args.white_balance, backends=backends)
     model = {"ratio": "auto" if enhancer.ratio is None else enhancer.ratio}
     if (args.size or args.stride or args.sensor) and not args.pixel_format:
         raise UserError("--size, --stride and --sensor describe a raw camera frame", "give its --pixel-format too")
@@ -214,6 +235,42 @@ def _render_enhance(r: dict) -> str:
     h, w = r["size"]
     tiles = f", {r['tiles']} tiles" if r.get("tiles", 1) > 1 else ""
     return f"wrote {r['output']} ({w}x{h}, gain {r['gain']:.1f}, {sum(r['seconds'].values()):.2f} s{tiles})"
+
+
+# ---------------------------------------------------------------- serve
+def _add_serve(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT, metavar="SECONDS",
+                   help="leave after this many seconds without a request (default %(default)g)")
+    p.add_argument("--status", action="store_true", help="describe the running server (exit 3 if there is none)")
+    p.add_argument("--stop", action="store_true", help="stop the running server")
+    p.add_argument("--socket", help=argparse.SUPPRESS)  # tests and `enhance --warm` name the socket
+
+
+def _run_serve(args: argparse.Namespace) -> dict:
+    from toolkit.deploy import warm
+    from toolkit.deploy.enhance import BackendCache
+
+    path = Path(args.socket) if args.socket else None
+    if args.status or args.stop:
+        reply = warm.request("stop" if args.stop else "status", path)
+        if reply is None:
+            raise PartialFailure({"running": False}, "no warm server is running")
+        return {"running": not args.stop, **reply}
+    backends = BackendCache()
+    return warm.serve(lambda argv: main(argv, backends=backends), args.idle_timeout, path,
+                      describe=lambda: {"models": backends.describe()})
+
+
+def _render_serve(r: dict) -> str:
+    if "stopped" in r:
+        return f"stopped the warm server (pid {r['stopped']})"
+    if "ended" in r:
+        return f"warm server {r['pid']} answered {r['requests']} requests and ended ({r['ended']})"
+    if not r["running"]:
+        return "no warm server is running"
+    models = ", ".join(f"{m['path']} ({m['kind']})" for m in r.get("models", [])) or "none yet"
+    return (f"warm server {r['pid']} at {r['socket']}: {r['requests']} requests in {r['uptime_seconds']:.0f} s, "
+            f"leaves after {r['idle_timeout']:g} s idle; models loaded: {models}")
 
 
 # ---------------------------------------------------------------- info
@@ -580,6 +637,8 @@ def _render_emulate(r: dict) -> str:
 
 COMMANDS = [
     Command("enhance", "restore a dark RAW photo to sRGB", _add_enhance, _run_enhance, _render_enhance),
+    Command("serve", "keep models loaded in a background process for later llpack enhance calls", _add_serve, _run_serve,
+            _render_serve),
     Command("info", "describe the model and checkpoint", _add_info, _run_info, _render_info),
     Command("demo", "generate a dark sample RAW and restore it", _add_demo, _run_demo, _render_demo),
     Command("export", "convert the model to a deployable, validated artifact", _add_export, _run_export, _render_export),
@@ -649,13 +708,34 @@ def _library_output_to_stderr():
         os.close(saved)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _hand_to_warm_server(argv: list[str], args: argparse.Namespace) -> int | None:
+    """`enhance` runs on a warm server when one is running (or `--warm` starts one): its exit code, or
+    None to run here. Ray runs and `--cold` stay here."""
+    if args.command != "enhance" or args.cold or args.ray:
+        return None
+    from toolkit.deploy import warm
+
+    try:
+        return warm.run_on_server(argv, start=args.warm is not None, idle_timeout=args.warm or DEFAULT_IDLE_TIMEOUT)
+    except UserError as exc:  # a cache folder that cannot hold the socket: say so, run here
+        log.warning("not using a warm server: %s", exc)
+        return None
+
+
+def main(argv: list[str] | None = None, backends=None) -> int:
+    """`backends`: set by the warm server, whose requests run here with models kept loaded."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help(sys.stderr)
         return EXIT_USER
     _configure_logging(args)
+    if backends is None:
+        served = _hand_to_warm_server(argv, args)
+        if served is not None:
+            return served
+    args.backends = backends
     command = next(c for c in COMMANDS if c.name == args.command)
     code = EXIT_OK
     try:

@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -223,6 +224,62 @@ class ArtifactBackend:
         return features
 
 
+class BackendCache:
+    """Backends kept loaded between calls in one long-lived process (the warm server, `llpack serve`).
+
+    An `Enhancer` given the cache reuses a backend loaded from the same files (compared by their
+    checksums, checked again on every call), with the same threads and `LLPACK_*` settings, instead of
+    loading and compiling again: a changed artifact or checkpoint is loaded afresh. The `keep` most
+    recently used stay loaded."""
+
+    def __init__(self, keep: int = 2):
+        self.keep = keep
+        self._loaded: OrderedDict[tuple, TorchBackend | ArtifactBackend] = OrderedDict()
+        self._last: dict = {}
+
+    def get(self, key: tuple, load: Callable[[], TorchBackend | ArtifactBackend]) -> tuple[TorchBackend | ArtifactBackend, bool]:
+        """The backend for `key` and True, or `load()`'s and False."""
+        reused = key in self._loaded
+        if reused:
+            self._loaded.move_to_end(key)
+        else:
+            self._loaded[key] = load()
+            while len(self._loaded) > self.keep:
+                self._loaded.popitem(last=False)
+        self._last = {"pid": os.getpid(), "model": "reused" if reused else "loaded"}
+        return self._loaded[key], reused
+
+    def last_use(self) -> dict:
+        """The server's pid and whether the latest call reused a loaded model; empty when no model was
+        asked for since the previous `last_use`."""
+        last, self._last = self._last, {}
+        return last
+
+    def describe(self) -> list[dict]:
+        return [{"kind": key[0], "path": key[1], "threads": key[3]} for key in self._loaded]
+
+
+def backend_key(checkpoint: str | os.PathLike | None, model: str | os.PathLike | None, threads: int | None) -> tuple:
+    """What a loaded backend depends on: its files' checksums (an artifact's are checked against its
+    manifest here), threads, and the LLPACK_* settings read at load time."""
+    from toolkit.fileio import file_sha256
+
+    settings = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("LLPACK_")))
+    if model is not None:
+        from .artifact import read_manifest
+
+        files = read_manifest(model)["files"]
+        return ("artifact", str(Path(model).resolve()), tuple(sorted(files.items())), threads, settings)
+    from toolkit.model.variants import DEFAULT_CHECKPOINT
+
+    file = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
+    try:
+        digest = file_sha256(file)
+    except OSError:
+        digest = None  # load_model says what is wrong with it
+    return ("torch", str(file.resolve()), digest, threads, settings)
+
+
 def _one_line(exc: BaseException, limit: int = 200) -> str:
     """An exception as one short line (runtimes raise multi-line messages with C++ stack frames)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
@@ -242,8 +299,10 @@ class Enhancer:
         tile: str | int | None = "auto",
         memory_budget_mb: float | None = None,
         white_balance: str | tuple[float, float, float] | None = "file",
+        backends: BackendCache | None = None,
     ):
         """`checkpoint` runs the PyTorch model; `model` an exported artifact folder instead.
+        `backends`: a `BackendCache` to take an already loaded backend from (a long-lived process).
 
         `tile`: "auto" tiles only when the image is larger than a static-shape artifact or does not
         fit `memory_budget_mb`; an integer N runs N x N-pixel windows; "off" never tiles (and refuses
@@ -260,16 +319,18 @@ class Enhancer:
         self._images = OutputBuffers()  # a photo's image memory, reused once the caller lets go of a result
         self.load_seconds: float | None = None  # reading and checking the model, compiling it: once loaded
         self.runtime_import_seconds = 0.0  # importing an artifact's runtime library (start-up, not load)
+        self.backends = backends
+        self.backend_reused = False  # taken loaded from `backends`
 
     @functools.cached_property
     def backend(self) -> TorchBackend | ArtifactBackend:
         """Loaded on first use, so cheap checks on inputs and outputs fail before the model loads."""
         start = time.perf_counter()
-        if self.model is not None:
-            backend = ArtifactBackend(self.model, self.threads)
-            self.runtime_import_seconds = backend.import_seconds
+        if self.backends is not None:
+            backend, self.backend_reused = self.backends.get(backend_key(self.checkpoint, self.model, self.threads),
+                                                             self._load_backend)
         else:
-            backend = TorchBackend(self.checkpoint)
+            backend = self._load_backend()
         self.load_seconds = time.perf_counter() - start - self.runtime_import_seconds
         if self.ratio is None and not backend.has_amplifier:
             raise UserError(
@@ -277,6 +338,13 @@ class Enhancer:
                 "pass the exposure ratio, for example --ratio 100",
             )
         return backend
+
+    def _load_backend(self) -> TorchBackend | ArtifactBackend:
+        if self.model is not None:
+            backend = ArtifactBackend(self.model, self.threads)
+            self.runtime_import_seconds = backend.import_seconds
+            return backend
+        return TorchBackend(self.checkpoint)
 
     @property
     def trained(self) -> bool:

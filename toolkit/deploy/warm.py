@@ -220,6 +220,7 @@ def serve(run: Callable[[list[str]], int], idle_timeout: float = DEFAULT_IDLE_TI
     inode = path.stat().st_ino
     started, requests, reason = time.monotonic(), 0, "idle"
     saved_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+    saved_int = signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored
     log.info("warm server %d listening at %s (leaves after %g s idle)", os.getpid(), path, idle_timeout)
     try:
         listener.settimeout(idle_timeout)
@@ -262,6 +263,7 @@ def serve(run: Callable[[list[str]], int], idle_timeout: float = DEFAULT_IDLE_TI
         reason = "interrupted"
     finally:
         signal.signal(signal.SIGTERM, saved_term)
+        signal.signal(signal.SIGINT, saved_int)
         listener.close()
         with contextlib.suppress(OSError):
             if path.stat().st_ino == inode:  # still ours, not a newer server's

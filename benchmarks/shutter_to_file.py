@@ -13,7 +13,8 @@ noisy: nothing here is compared with a figure from another run):
 - each stage's share of the one-by-one run: start-up, load/compile, decode, pre, inference, post,
   encode, write;
 - peak memory (the process's max RSS) of the pipelined run against the one-by-one run;
-- whether the two runs wrote the same bytes;
+- the same folder pipelined on a warm server (`--warm`) that has the model loaded already;
+- whether the runs wrote the same bytes;
 - load time of single-file commands: the first (compiles into an empty cache) against later ones,
   in fresh processes (the compiled-model cache) and on the warm server (`--warm`).
 """
@@ -74,15 +75,22 @@ def same_files(a: Path, b: Path) -> bool:
 
 
 def folder_runs(model: Path, photos: Path, out: Path, fmt: str, env: dict) -> dict:
-    """The folder to `fmt`, one by one and pipelined (in turns, three times each: the lowest wall of each kept)."""
-    runs: dict[str, list] = {"sequential": [], "pipelined": []}
-    for turn in range(3):
-        for mode in (("sequential", "pipelined") if turn % 2 == 0 else ("pipelined", "sequential")):
-            target = out / f"{fmt}-{mode}"
-            shutil.rmtree(target, ignore_errors=True)
-            flags = ["--sequential"] if mode == "sequential" else []
-            runs[mode].append((*llpack("enhance", str(photos), "-o", str(target), "--format", fmt, "--model", str(model),
-                                        "--threads", "2", *flags, env=env), target))
+    """The folder to `fmt`, one by one, pipelined, and pipelined on a warm server that has the model
+    loaded already (in turns, three times each: the lowest wall of each kept)."""
+    runs: dict[str, list] = {"sequential": [], "pipelined": [], "warm": []}
+    warm_env = {"LLPACK_CACHE": str(out / "cache-warm-folder")}
+    llpack("enhance", str(sorted(photos.iterdir())[0]), "-o", str(out / "warm.jpg"), "--model", str(model), "--threads", "2",
+           "--warm", "600", env=warm_env)  # starts the server, which loads the model
+    try:
+        for turn in range(3):
+            for mode in (("sequential", "pipelined", "warm") if turn % 2 == 0 else ("warm", "pipelined", "sequential")):
+                target = out / f"{fmt}-{mode}"
+                shutil.rmtree(target, ignore_errors=True)
+                flags = {"sequential": ["--sequential"], "pipelined": ["--cold"], "warm": []}[mode]
+                runs[mode].append((*llpack("enhance", str(photos), "-o", str(target), "--format", fmt, "--model", str(model),
+                                            "--threads", "2", *flags, env=warm_env if mode == "warm" else env), target))
+    finally:
+        stop_server(warm_env)
     best = {mode: min(r, key=lambda run: run[1]) for mode, r in runs.items()}
     seq, pipe = best["sequential"], best["pipelined"]
     files = seq[0]["results"]
@@ -95,7 +103,7 @@ def folder_runs(model: Path, photos: Path, out: Path, fmt: str, env: dict) -> di
         "startup_s": seq[1] - seq[0]["load_seconds"] - sum(sum(r["seconds"].values()) for r in files),
         "wall_per_photo": {m: best[m][1] / n for m in best}, "loop_per_photo": {m: best[m][0]["seconds"] / n for m in best},
         "peak_mb": {m: best[m][2] for m in best},
-        "identical": same_files(seq[3], pipe[3]),
+        "identical": same_files(seq[3], pipe[3]) and same_files(seq[3], best["warm"][3]),
     }
 
 
@@ -215,10 +223,10 @@ def main() -> int:
             total = sum(shares.values())
             print("  one-by-one stages per photo (x inference; share): " + ", ".join(
                 f"{k} {v / infer:.2f}x {100 * v / total:.0f}%" for k, v in shares.items()))
-            for mode in ("sequential", "pipelined"):
+            for mode in ("sequential", "pipelined", "warm"):
                 print(f"  {mode:10}: {1 / r['wall_per_photo'][mode]:.2f} photos/s per command wall; wall per photo "
-                      f"{r['wall_per_photo'][mode] / core:.2f}x core (loop alone {r['loop_per_photo'][mode] / core:.2f}x); "
-                      f"peak RSS {r['peak_mb'][mode]:.0f} MB")
+                      f"{r['wall_per_photo'][mode] / core:.2f}x core (loop alone {r['loop_per_photo'][mode] / core:.2f}x)"
+                      + (f"; peak RSS {r['peak_mb'][mode]:.0f} MB" if mode != "warm" else " (pipelined, on the warm server)"))
             print(f"  pipelined / one-by-one: wall {r['wall_per_photo']['pipelined'] / r['wall_per_photo']['sequential']:.2f}x, "
                   f"peak memory {r['peak_mb']['pipelined'] / r['peak_mb']['sequential']:.2f}x; "
                   f"same bytes: {'yes' if r['identical'] else 'NO'}")

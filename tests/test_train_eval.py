@@ -160,16 +160,42 @@ def test_the_default_state_folder_is_in_the_cache(tmp_path, monkeypatch):
 def test_evaluation_reports_denoised_baseline_colour_aligned_scores_and_extra_sets(tmp_path):
     from toolkit.training.evaluate import evaluate
 
-    report = evaluate(None, "auto", tmp_path, limit=1, show_progress=False, sets=("clean", "detail", "cameras"))
+    report = evaluate(None, "auto", tmp_path, limit=1, show_progress=False, sets=("clean", "detail", "cameras", "neutral"))
     for method in ("model", "libraw", "denoised"):
         scores = report["methods"]["overall"][method]
         assert scores["aligned_psnr_db"] >= scores["psnr_db"] - 1e-6  # the colour fit can only help
         assert scores["ciede2000"] > 0
     assert report["exposure"]["error_stops_median"] >= 0 and "difference" in report["exposure"]["gain_aligned_psnr_db"]
-    assert set(report["sets"]) == {"clean", "detail", "cameras"}
+    assert set(report["sets"]) == {"clean", "detail", "cameras", "neutral"}
     assert report["sets"]["clean"]["groups"]["clean"]["images"] == 1
+    worst = report["sets"]["neutral"]["neutral_ab_worst"]
+    assert worst["model"] == report["sets"]["neutral"]["per_scene"][0]["model"]["neutral_ab_max"] >= 0
     saved = json.loads((tmp_path / "evaluation.json").read_text())
     assert saved["sets"]["detail"]["overall"]["model"]["psnr_db"] == report["sets"]["detail"]["overall"]["model"]["psnr_db"]
+
+
+def test_the_colour_chart_measures_a_cast_on_its_greys():
+    from skimage.color import lab2rgb, rgb2lab
+
+    from toolkit.data.dataset import neutral_scenes
+    from toolkit.data.scenes import CHART_NEUTRALS, chart_patches, colour_chart
+    from toolkit.training.evaluate import neutral_cast
+
+    chart = colour_chart((288, 384))
+    assert neutral_cast(chart) < 0.01  # exact greys
+    lab = rgb2lab(chart.astype(np.float64))
+    lab[..., 2] += 5.0  # a yellow cast of b* = 5 everywhere
+    assert neutral_cast(lab2rgb(lab).astype(np.float32)) == pytest.approx(5.0, abs=0.3)
+    top, left, bottom, right = chart_patches((288, 384))[CHART_NEUTRALS[2]]
+    tinted = chart.copy()
+    tinted[top:bottom, left:right, 0] *= 1.1  # one grey patch turned red
+    assert neutral_cast(tinted) > 5
+    scenes = neutral_scenes()
+    assert {s.group for s in scenes} == {"Sony ILCE-7SM2 / balanced raw", "Sony ILCE-7SM2 / tungsten",
+                                         "Canon EOS 5D Mark II / tungsten", "Canon EOS 5D Mark II / daylight"}
+    balanced = next(s for s in scenes if "balanced" in s.name)
+    assert balanced.pair.unprocess.white_balance == pytest.approx((1.0, 1.0, 1.0))
+    assert all(neutral_cast(s.pair.target) < 0.01 for s in scenes)
 
 
 def test_noise_sigma_estimate_and_denoiser_help_on_noise():

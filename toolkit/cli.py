@@ -401,7 +401,8 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--photos", help="evaluate on your own clean photos instead of the built-in held-out set")
     p.add_argument("--sets", default="",
                    help="extra held-out sets, comma-separated, always at the true ratio: detail (fine detail, milder noise), "
-                        "clean (no noise at ratio 1: the ceiling), cameras (4 unseen cameras, tungsten to daylight, a balanced raw)")
+                        "clean (no noise at ratio 1: the ceiling), cameras (4 unseen cameras, tungsten to daylight, a balanced raw), "
+                        "neutral (a colour chart's greys under a balanced raw and tungsten: is there a cast?)")
     p.add_argument("--limit", type=int, help="only the first N images of each set (quick checks)")
     p.add_argument("--tune-denoiser", action="store_true",
                    help="maintainers: score the LibRaw + denoiser baseline's strengths on training scenes, and stop")
@@ -449,6 +450,10 @@ def _render_evaluate(r: dict) -> str:
         for group, g in s["groups"].items():
             rows.append(f"  {group:36}" + "  ".join(f"{label} {g[key]['psnr_db']:6.2f} dB ({g[key]['aligned_psnr_db']:6.2f} aligned, dE {g[key]['ciede2000']:5.2f})"
                                                    for key, label in (("model", "LLPackNet"), ("libraw", "LibRaw"), ("denoised", "+NLM"))))
+        if "neutral_ab_worst" in s:
+            w = s["neutral_ab_worst"]
+            rows.append(f"  greys' worst |a*| or |b*| (no cast: <= 3): LLPackNet {w['model']:.2f}, LibRaw {w['libraw']:.2f}, "
+                        f"+NLM {w['denoised']:.2f}")
     if "report" in r:
         rows.append(f"report {r['report']}" + (f", grid {r['grid']}" if "grid" in r else ""))
     return "\n".join(rows)

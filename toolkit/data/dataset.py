@@ -11,7 +11,7 @@ import numpy as np
 from toolkit.camera.colour import mixed_camera_matrix
 from toolkit.errors import InputError
 
-from .scenes import SCENE_KINDS, detail_scene
+from .scenes import SCENE_KINDS, colour_chart, detail_scene
 from .sources import DATA_VERSION, EVAL_PHOTOS, SYSTEM_TRAIN_PHOTOS, TRAIN_PHOTOS, is_grey, random_tint, read_image_file
 from .synth import A7S2, RATIOS, DarkPair, NoiseParams, SensorProfile, UnprocessParams, dead_leaves, make_clean_pair, make_dark_pair
 
@@ -104,7 +104,10 @@ EVAL_SETS = {
     "clean": "the sid set's crops with no noise at ratio 1: the ceiling, what the network loses on a perfect input",
     "cameras": "the held-out photos through 4 cameras training never saw, under tungsten, fluorescent and daylight "
                "balances, and through the A7S II with an already balanced raw (gains 1/1/1), at x100",
+    "neutral": "a 24-patch colour chart with six exact greys through the A7S II with an already balanced raw and under "
+               "tungsten, and through a held-out camera under tungsten and daylight, at x20 and x100: the greys' a* and b*",
 }
+NEUTRAL_SEED = 9090
 
 
 def packed_input(pair: DarkPair, gain: float, white_balance: str = "none", size: tuple[int, int] | None = None):
@@ -163,9 +166,29 @@ def camera_scenes(seed: int = CAMERA_SEED, ratio: float = 100.0) -> list[EvalSce
     return scenes
 
 
+def neutral_scenes(seed: int = NEUTRAL_SEED) -> list[EvalScene]:
+    """The colour chart (`toolkit.data.scenes.colour_chart`) through an already balanced raw and warm
+    and daylight balances, at a milder and at SID's exposure ratio."""
+    from toolkit.camera.colour import CAMERA_MATRICES, HELD_OUT_CAMERAS
+
+    chart = colour_chart(EVAL_CROP)
+    cases = [("Sony ILCE-7SM2", "balanced raw", (1.0, 1.0)), ("Sony ILCE-7SM2", "tungsten", LIGHTS["tungsten"]),
+             (HELD_OUT_CAMERAS[0], "tungsten", LIGHTS["tungsten"]), (HELD_OUT_CAMERAS[0], "daylight", LIGHTS["daylight"])]
+    scenes = []
+    for c, (camera, light, (red, blue)) in enumerate(cases):
+        for ratio in (20, 100):
+            rng = np.random.default_rng([seed, c, ratio])
+            noise = NoiseParams.sample(rng, A7S2, gain=0.2) if ratio < 100 else None
+            pair = make_dark_pair(chart, ratio, rng, A7S2, params=UnprocessParams(red, blue, 1.25),
+                                  xyz_to_cam=CAMERA_MATRICES[camera], noise=noise)
+            scenes.append(EvalScene(f"chart@{camera}/{light}@x{ratio}", "chart", pair, f"{camera} / {light}"))
+    return scenes
+
+
 def evaluation_set(name: str) -> list[EvalScene]:
     """The scenes of a named held-out set (`EVAL_SETS`)."""
-    makers = {"sid": evaluation_scenes, "detail": detail_scenes, "clean": clean_scenes, "cameras": camera_scenes}
+    makers = {"sid": evaluation_scenes, "detail": detail_scenes, "clean": clean_scenes, "cameras": camera_scenes,
+              "neutral": neutral_scenes}
     if name not in makers:
         from toolkit.errors import UserError, closest_hint
 

@@ -98,6 +98,33 @@ def text(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
 
 SCENE_KINDS = {"textured_leaves": textured_leaves, "stripes": stripes, "text": text}
 
+# A colour chart in the layout of the 24-patch ColorChecker (its published 8-bit sRGB values): three
+# rows of colours, then six neutral patches from white to black, made exactly grey here.
+CHART_SRGB = (
+    (115, 82, 68), (194, 150, 130), (98, 122, 157), (87, 108, 67), (133, 128, 177), (103, 189, 170),
+    (214, 126, 44), (80, 91, 166), (193, 90, 99), (94, 60, 108), (157, 188, 64), (224, 163, 46),
+    (56, 61, 150), (70, 148, 73), (175, 54, 60), (231, 199, 31), (187, 86, 149), (8, 133, 161),
+    (243, 243, 243), (200, 200, 200), (160, 160, 160), (122, 122, 122), (85, 85, 85), (52, 52, 52),
+)
+CHART_NEUTRALS = range(18, 24)
+
+
+def chart_patches(size: tuple[int, int]) -> list[tuple[int, int, int, int]]:
+    """(top, left, bottom, right) of each of the 24 patches of `colour_chart(size)`, row by row."""
+    height, width = size
+    ph, pw = height // 4, width // 6
+    gap_y, gap_x = max(ph // 8, 1), max(pw // 8, 1)
+    return [(r * ph + gap_y, c * pw + gap_x, (r + 1) * ph - gap_y, (c + 1) * pw - gap_x) for r in range(4) for c in range(6)]
+
+
+def colour_chart(size: tuple[int, int]) -> np.ndarray:
+    """An H x W x 3 sRGB chart in [0, 1]: `CHART_SRGB`'s patches on a dark grey ground, to check that
+    neutral greys stay neutral whatever the camera's white balance."""
+    image = np.full((*size, 3), 0.2, np.float32)
+    for (top, left, bottom, right), rgb in zip(chart_patches(size), CHART_SRGB):
+        image[top:bottom, left:right] = np.asarray(rgb, np.float32) / 255.0
+    return image
+
 
 def detail_scene(size: tuple[int, int], rng: np.random.Generator, kind: str | None = None) -> np.ndarray:
     """One scene of a named kind, or of a random one."""

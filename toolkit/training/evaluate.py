@@ -107,9 +107,30 @@ def ciede2000(image: np.ndarray, target: np.ndarray) -> float:
     return float(np.mean(deltaE_ciede2000(rgb2lab(np.clip(image, 0, 1)), rgb2lab(np.clip(target, 0, 1)))))
 
 
-def image_scores(image: np.ndarray, target: np.ndarray) -> dict:
-    return {"psnr_db": round(psnr(image, target), 4), "ssim": round(ssim(image, target), 5),
-            "aligned_psnr_db": round(aligned_psnr(image, target), 4), "ciede2000": round(ciede2000(image, target), 4)}
+def neutral_cast(image: np.ndarray) -> float:
+    """The largest |a*| or |b*| among the colour chart's six grey patches (`toolkit.data.scenes.colour_chart`
+    at this image's size), each measured as a camera chart is: the mean colour of its inner half."""
+    from skimage.color import rgb2lab
+
+    from toolkit.data.scenes import CHART_NEUTRALS, chart_patches
+
+    patches = chart_patches(image.shape[:2])
+    worst = 0.0
+    for k in CHART_NEUTRALS:
+        top, left, bottom, right = patches[k]
+        dy, dx = (bottom - top) // 4, (right - left) // 4
+        mean = np.clip(image[top + dy : bottom - dy, left + dx : right - dx].reshape(-1, 3).mean(axis=0), 0, 1)
+        worst = max(worst, float(np.abs(rgb2lab(mean[None, None].astype(np.float64))[0, 0, 1:]).max()))
+    return worst
+
+
+def image_scores(image: np.ndarray, target: np.ndarray, chart: bool = False) -> dict:
+    """PSNR, SSIM, colour-aligned PSNR, mean CIEDE2000; for the colour chart also its greys' worst a*/b*."""
+    scores = {"psnr_db": round(psnr(image, target), 4), "ssim": round(ssim(image, target), 5),
+              "aligned_psnr_db": round(aligned_psnr(image, target), 4), "ciede2000": round(ciede2000(image, target), 4)}
+    if chart:
+        scores["neutral_ab_max"] = round(neutral_cast(image), 3)
+    return scores
 
 
 def summarise_rows(rows: list[dict]) -> dict:
@@ -168,9 +189,10 @@ def score_scene(enhancer: Enhancer, scene: EvalScene, ratio: float | None) -> tu
     result = enhancer.enhance(_mosaic_of(scene), ratio=ratio)
     rendered = libraw_baseline(scene.pair)
     target = scene.pair.target
+    chart = scene.source == "chart"
     row = {"name": scene.name, "group": scene.group, "ratio": scene.ratio, "gain": round(result.gain, 3),
-           "model": image_scores(result.image, target), "libraw": image_scores(rendered, target),
-           "denoised": image_scores(denoised_baseline(rendered), target)}
+           "model": image_scores(result.image, target, chart), "libraw": image_scores(rendered, target, chart),
+           "denoised": image_scores(denoised_baseline(rendered), target, chart)}
     return row, result.image, rendered
 
 
@@ -253,6 +275,9 @@ def evaluate(
         set_rows = score_set(enhancer, set_scenes, bar, done)
         done += len(set_scenes)
         report["sets"][name] = {"description": EVAL_SETS[name], **summarise_rows(set_rows), "per_scene": set_rows}
+        if name == "neutral":  # the criterion is the worst grey, not the mean
+            report["sets"][name]["neutral_ab_worst"] = {method: max(r[method]["neutral_ab_max"] for r in set_rows)
+                                                        for method in ("model", "libraw", "denoised")}
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

@@ -141,3 +141,17 @@ def test_a_pi4_frame_claimed_as_pi5_or_the_reverse_is_refused():
         align(low, fmt, "high")
     with pytest.raises(InputError, match="alignment high"):
         align(low << 6, fmt, "low")
+
+
+def test_picamera2_colour_gains_are_the_frames_own_white_balance():
+    from toolkit.camera.colour import choose_white_balance
+
+    values = np.random.default_rng(3).integers(256, 4096, (32, 48), dtype=np.uint16)
+    frame = read_frame(values, "SRGGB12", (32, 48), black_level=256, colour_gains=(2.4, 1.7))
+    assert frame.white_balance == (2.4, 1.0, 1.7)
+    chosen = choose_white_balance(frame, "file")
+    assert chosen.gains == pytest.approx((2.4, 1.0, 1.7)) and "ColourGains" in chosen.source
+    assert read_frame(values, "SRGGB12", (32, 48), black_level=256).white_balance is None  # no metadata: grey world
+    for bad in ((0.0, 1.5), (float("nan"), 1.0), (1.0,), "2,1"):
+        with pytest.raises(InputError):
+            read_frame(values, "SRGGB12", (32, 48), black_level=256, colour_gains=bad)

@@ -147,6 +147,7 @@ def read_frame(
     white_level: float | None = None,
     alignment: str = "auto",
     source: str = "frame",
+    colour_gains: tuple[float, float] | None = None,
 ) -> Mosaic:
     """A raw camera frame as the normalised `Mosaic` that `read_mosaic` gives for a file.
 
@@ -154,8 +155,20 @@ def read_frame(
     padding). Black levels: `black_levels` per channel (R, Gr, Gb, B) on libcamera's 16-bit scale
     (its SensorBlackLevels metadata), or `black_level` in the frame's own bit scale, or a `sensor`
     profile's (imx477, imx708, imx296); `white_level` (frame scale) defaults to the sensor's or the
-    format's full scale."""
+    format's full scale. `colour_gains`: the frame's own white balance, picamera2's (red, blue)
+    `ColourGains` metadata (what libcamera's AWB chose for it); weights trained on white-balanced
+    input use it as a RAW file's as-shot balance."""
     fmt = parse_pixel_format(format)
+    balance = None
+    if colour_gains is not None:
+        try:
+            red, blue = (float(g) for g in colour_gains)
+        except (TypeError, ValueError):
+            raise InputError(f"{source}: colour gains must be two numbers (red, blue), not {colour_gains!r}",
+                             "pass picamera2's ColourGains metadata as it is") from None
+        if not (np.isfinite(red) and np.isfinite(blue) and red > 0 and blue > 0):
+            raise InputError(f"{source}: colour gains ({red:g}, {blue:g}) must be positive", "pass picamera2's ColourGains metadata")
+        balance = (red, 1.0, blue)
     if shape is None or len(shape) != 2 or min(int(n) for n in shape) <= 0:
         raise InputError("a raw frame needs its size", "give --size HEIGHTxWIDTH, e.g. --size 3040x4056")
     height, width = int(shape[0]), int(shape[1])
@@ -192,5 +205,6 @@ def read_frame(
         white_level=white,
         source=source,
         camera=sensor or "",
-        extras={"levels": levels, "pixel_format": fmt.name},
+        white_balance=balance,
+        extras={"levels": levels, "pixel_format": fmt.name, **({"white_balance_source": "ColourGains"} if balance else {})},
     )

@@ -180,3 +180,22 @@ def test_backend_cache_keeps_the_most_recent(tmp_path):
     assert cache.get(("b",), loader("b")) == ("b", False)
     assert loads == ["a", "b", "c", "b"]
     assert cache.last_use()["model"] == "loaded" and cache.last_use() == {}
+
+
+def test_sigterm_stops_the_server_and_removes_its_socket(served):
+    import signal
+
+    _, env = served
+    path = _socket(env)
+    server = subprocess.Popen([sys.executable, "-m", "toolkit.cli", "serve", "--json"], cwd=ROOT,
+                              env={**os.environ, "PYTHONPATH": str(ROOT), **env}, stdout=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        server.send_signal(signal.SIGTERM)
+        out, _ = server.communicate(timeout=30)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    assert json.loads(out)["ended"] == "terminated" and server.returncode == 0 and not path.exists()

@@ -219,7 +219,7 @@ def serve(run: Callable[[list[str]], int], idle_timeout: float = DEFAULT_IDLE_TI
     os.replace(staged, path)  # appears ready to accept: a client never meets a half-made socket
     inode = path.stat().st_ino
     started, requests, reason = time.monotonic(), 0, "idle"
-    saved_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+    saved_term = signal.signal(signal.SIGTERM, _terminate)
     saved_int = signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored
     log.info("warm server %d listening at %s (leaves after %g s idle)", os.getpid(), path, idle_timeout)
     try:
@@ -261,6 +261,8 @@ def serve(run: Callable[[list[str]], int], idle_timeout: float = DEFAULT_IDLE_TI
                     _send(conn, {"exit": code})
     except KeyboardInterrupt:
         reason = "interrupted"
+    except _Terminated:  # mid-request too: its client runs the command itself
+        reason = "terminated"
     finally:
         signal.signal(signal.SIGTERM, saved_term)
         signal.signal(signal.SIGINT, saved_int)
@@ -272,8 +274,12 @@ def serve(run: Callable[[list[str]], int], idle_timeout: float = DEFAULT_IDLE_TI
             "seconds": round(time.monotonic() - started, 1)}
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
+class _Terminated(BaseException):
+    """SIGTERM: the server leaves, even in the middle of a request (which only Ctrl-C stops)."""
+
+
+def _terminate(signum, frame):
+    raise _Terminated
 
 
 def _close_all(fds: list[int]) -> None:

@@ -11,9 +11,9 @@ runs the same command on those file descriptors, so output, progress and exit co
 the command's own, and sends the exit code back. Requests run one at a time. The socket lives in
 a folder only its user can enter, and the server answers only processes of its own user.
 
-One server per installation (Python, toolkit version and source files): an upgraded or edited
-toolkit never talks to an old server. It leaves after `idle_timeout` seconds without a request.
-Linux only (SO_PEERCRED and descriptor passing).
+One server per installation (Python and the toolkit's source files, with their modification
+times): an upgraded or edited toolkit never talks to an old server. It leaves after
+`idle_timeout` seconds without a request. Linux only (SO_PEERCRED and descriptor passing).
 """
 from __future__ import annotations
 
@@ -50,12 +50,11 @@ def available() -> bool:
 
 
 def _installation_key() -> str:
-    """What a server's code depends on: the interpreter, the toolkit's version and its source files."""
-    from toolkit import __version__
-
+    """What a server's code depends on: the interpreter and the toolkit's source files (where they
+    are, and when the newest was written: an upgrade or an edit gives a new key)."""
     roots = [Path(__file__).resolve().parents[1], Path(__file__).resolve().parents[2] / "targets"]
     newest = max((p.stat().st_mtime_ns for root in roots if root.is_dir() for p in root.rglob("*.py")), default=0)
-    facts = json.dumps([sys.executable, __version__, [str(r) for r in roots], newest])
+    facts = json.dumps([sys.executable, [str(r) for r in roots], newest])
     return hashlib.sha256(facts.encode()).hexdigest()[:16]
 
 

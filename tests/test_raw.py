@@ -152,3 +152,17 @@ def test_xtrans_dng_is_refused(tmp_path):
     tifffile.imwrite(path, np.full((60, 90), 1000, np.uint16), photometric=32803, extratags=tags)
     with pytest.raises(InputError, match="6x6"):
         read_mosaic(path)
+
+
+def test_a_2x2_filter_with_both_greens_in_one_column_is_refused(tmp_path):
+    """'GRGB' has R, G, G, B like a Bayer filter but its greens share a column: not one of the four
+    Bayer orders, so it is refused, never packed as if it were one (found by the DNG fuzzer)."""
+    import tifffile
+
+    tags = [(33421, "H", 2, (2, 2), True), (33422, "B", 4, (1, 0, 1, 2), True), (50706, "B", 4, (1, 4, 0, 0), True),
+            (50708, "s", 0, "GRGB cam", True), (50717, "I", 1, 16383, True),
+            (50721, "2i", 9, (10000, 1, 0, 1, 0, 1, 0, 1, 10000, 1, 0, 1, 0, 1, 0, 1, 10000, 1), True)]
+    path = tmp_path / "grgb.dng"
+    tifffile.imwrite(path, np.full((64, 96), 1000, np.uint16), photometric=32803, extratags=tags)
+    with pytest.raises(InputError, match="not an RGB Bayer pattern"):
+        read_mosaic(path)

@@ -19,7 +19,7 @@ import numpy as np
 from toolkit.errors import InputError
 from toolkit.parallel import in_row_blocks
 
-from .bayer import MIN_SIZE, histogram_counts, level_histogram, normalise_pattern
+from .bayer import MIN_SIZE, PATTERNS, histogram_counts, level_histogram, normalise_pattern
 
 NPY_SUFFIX = ".npy"
 # Camera RAW suffixes a folder of inputs is scanned for (LibRaw decides whether it can read each).
@@ -156,7 +156,7 @@ def _mosaic_from_libraw(raw, name: str) -> Mosaic:
     data = np.asarray(raw.raw_image_visible)
     _check_size(data.shape[0], data.shape[1], name)
     letters = _pattern_from_libraw(colors, desc)
-    if sorted(letters) != ["B", "G", "G", "R"]:
+    if letters not in PATTERNS:  # the two greens must sit on a diagonal ('GRGB' has them in one column)
         raise InputError(f"{name}: colour filter '{letters}' is not an RGB Bayer pattern", "use an RGGB-family RAW")
     black_per_colour = np.asarray(raw.black_level_per_channel, dtype=np.float32)
     white_per_colour = raw.camera_white_level_per_channel

@@ -86,7 +86,8 @@ def _send(conn: socket.socket, message: dict, fds: list[int] | None = None) -> N
     if fds:
         sent = socket.send_fds(conn, [frame], fds)
         frame = frame[sent:]
-    conn.sendall(frame)
+    if frame:  # nothing more to send must not touch the socket: a fast server may have answered and closed it
+        conn.sendall(frame)
 
 
 def _receive(conn: socket.socket, with_fds: bool = False) -> tuple[dict, list[int]]:
@@ -354,7 +355,7 @@ def run_on_server(argv: list[str], start: bool, idle_timeout: float = DEFAULT_ID
         try:
             _send(conn, request, [0, 1, 2])
         except OSError:
-            return None  # it left between connecting and sending: nothing ran yet
+            return None  # it left before the whole request arrived, so it ran nothing: run here
         with _forward_interrupts(server_pid):
             try:
                 reply, _ = _receive(conn)

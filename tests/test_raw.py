@@ -166,3 +166,40 @@ def test_a_2x2_filter_with_both_greens_in_one_column_is_refused(tmp_path):
     tifffile.imwrite(path, np.full((64, 96), 1000, np.uint16), photometric=32803, extratags=tags)
     with pytest.raises(InputError, match="not an RGB Bayer pattern"):
         read_mosaic(path)
+
+
+def test_lines_written_while_libraw_is_captured_are_not_lost():
+    """A pipelined folder run reads the next RAW (capturing LibRaw's output on fd 2) while the main
+    thread logs the previous file's failure: that line must reach stderr, not the capture."""
+    import subprocess
+    import sys
+    import textwrap
+
+    child = textwrap.dedent("""
+        import logging, sys, threading, time
+        from toolkit.camera.raw import _captured_c_stderr
+        from toolkit.progress import Progress, StderrHandler
+
+        log = logging.getLogger("toolkit")
+        log.addHandler(StderrHandler(sys.stderr))
+        inside = threading.Event()
+
+        def read():
+            with _captured_c_stderr() as said:
+                inside.set()
+                time.sleep(0.5)
+                import os
+                os.write(2, b"libraw: unexpected end of file\\n")
+            assert said == ["libraw: unexpected end of file"], said
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        inside.wait()
+        log.error("bad_truncated.dng: LibRaw cannot read this file")
+        Progress(2, "enhance", every_s=0).update(1, "dark_000.dng")
+        reader.join()
+    """)
+    proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "bad_truncated.dng: LibRaw cannot read" in proc.stderr and "enhance 1/2" in proc.stderr
+    assert "unexpected end of file" not in proc.stderr

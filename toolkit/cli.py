@@ -21,6 +21,7 @@ from . import __version__
 from .errors import UserError
 from .deploy.warm import DEFAULT_IDLE_TIMEOUT
 from .fileio import DEFAULT_QUALITY, IMAGE_FORMATS
+from .progress import StderrHandler
 
 log = logging.getLogger("toolkit")
 
@@ -685,7 +686,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _configure_logging(args: argparse.Namespace) -> None:
     level = logging.ERROR if args.quiet else (logging.DEBUG if args.verbose > 1 else logging.INFO if args.verbose else logging.WARNING)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s" if args.verbose else "%(message)s"))
     log.handlers[:] = [handler]
     log.setLevel(level)

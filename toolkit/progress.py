@@ -5,9 +5,24 @@ seconds, so long runs show life without flooding the output.
 """
 from __future__ import annotations
 
+import logging
 import sys
+import threading
 import time
 from typing import TextIO
+
+# Held while a reader captures what LibRaw prints on file descriptor 2 (`toolkit.camera.raw`). In a
+# pipelined folder run that happens on the reader thread while the main thread reports progress
+# and failures: our own lines wait for the lock instead of vanishing into the capture.
+STDERR_LOCK = threading.RLock()
+
+
+class StderrHandler(logging.StreamHandler):
+    """A log handler whose lines wait while file descriptor 2 is captured (see `STDERR_LOCK`)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with STDERR_LOCK:
+            super().emit(record)
 
 
 def _clock(seconds: float) -> str:
@@ -38,8 +53,9 @@ class Progress:
         rate = (done - self.start_count) / elapsed if elapsed > 0 else 0.0
         eta = (self.total - done) / rate if rate > 0 else 0.0
         line = f"{self.label} {done}/{self.total} [{100 * done / self.total:5.1f}%] {_clock(elapsed)}<{_clock(eta)} {note}".rstrip()
-        if self.tty:
-            self.stream.write("\r" + line + ("\n" if final else ""))
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
+        with STDERR_LOCK:
+            if self.tty:
+                self.stream.write("\r" + line + ("\n" if final else ""))
+            else:
+                self.stream.write(line + "\n")
+            self.stream.flush()

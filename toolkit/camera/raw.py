@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Iterator
 import numpy as np
 
 from toolkit.errors import InputError
+from toolkit.progress import STDERR_LOCK
 from toolkit.parallel import in_row_blocks
 
 from .bayer import MIN_SIZE, PATTERNS, histogram_counts, level_histogram, normalise_pattern
@@ -82,14 +84,18 @@ def _pattern_from_libraw(colors: np.ndarray, desc: str) -> str:
 
 @contextlib.contextmanager
 def _captured_c_stderr() -> Iterator[list[str]]:
-    """Catch what LibRaw prints on file descriptor 2, so a bad file gives one clean error line."""
+    """Catch what LibRaw prints on file descriptor 2, so a bad file gives one clean error line. The
+    descriptor is the process's, so the capture holds `STDERR_LOCK` (other threads' log lines and
+    progress wait for it) and should span as little as possible."""
     lines: list[str] = []
     try:
         saved = os.dup(2)
     except OSError:  # no usable stderr: nothing to capture
         yield lines
         return
-    with tempfile.TemporaryFile() as sink:
+    with STDERR_LOCK, tempfile.TemporaryFile() as sink:
+        for stream in (sys.stdout, sys.stderr):  # Python's own buffered lines go out before the capture
+            stream.flush()
         os.dup2(sink.fileno(), 2)
         try:
             yield lines
@@ -105,8 +111,16 @@ def read_camera_raw(path: str | os.PathLike) -> Mosaic:
     import rawpy
 
     name = str(path)
+    libraw_said: list[str] = []
     try:
-        with _captured_c_stderr() as libraw_said, rawpy.imread(name) as raw:
+        with _captured_c_stderr() as libraw_said:  # LibRaw speaks while it opens and unpacks
+            raw = rawpy.imread(name)
+            try:
+                raw.unpack()
+            except BaseException:
+                raw.close()
+                raise
+        with raw:
             return _mosaic_from_libraw(raw, name)
     except InputError:
         raise

@@ -142,28 +142,27 @@ def test_linear_dng_is_refused(tmp_path):
 
 def test_xtrans_dng_is_refused(tmp_path):
     """A 6x6 colour filter (Fujifilm X-Trans) is not the 2x2 Bayer the network needs."""
-    import tifffile
-
     xtrans = (1, 1, 0, 1, 1, 2, 1, 1, 2, 1, 1, 0, 2, 0, 1, 0, 2, 1, 1, 1, 2, 1, 1, 0, 1, 1, 0, 1, 1, 2, 0, 2, 1, 2, 0, 1)
-    tags = [(33421, "H", 2, (6, 6), True), (33422, "B", 36, xtrans, True), (50706, "B", 4, (1, 4, 0, 0), True),
-            (50708, "s", 0, "X-Trans cam", True), (50717, "I", 1, 16383, True),
-            (50721, "2i", 9, (10000, 1, 0, 1, 0, 1, 0, 1, 10000, 1, 0, 1, 0, 1, 0, 1, 10000, 1), True)]
-    path = tmp_path / "xtrans.dng"
-    tifffile.imwrite(path, np.full((60, 90), 1000, np.uint16), photometric=32803, extratags=tags)
+    path = _cfa_dng(tmp_path / "xtrans.dng", (6, 6), xtrans, "X-Trans cam", (60, 90))
     with pytest.raises(InputError, match="6x6"):
         read_mosaic(path)
+
+
+def _cfa_dng(path, repeat: tuple[int, int], cfa: tuple[int, ...], model: str, shape: tuple[int, int]):
+    """A flat grey DNG with any colour filter layout (0 R, 1 G, 2 B), which `write_dng` refuses to make."""
+    import tifffile
+
+    tags = [(33421, "H", 2, repeat, True), (33422, "B", len(cfa), cfa, True), (50706, "B", 4, (1, 4, 0, 0), True),
+            (50708, "s", 0, model, True), (50717, "I", 1, 16383, True),
+            (50721, "2i", 9, (10000, 1, 0, 1, 0, 1, 0, 1, 10000, 1, 0, 1, 0, 1, 0, 1, 10000, 1), True)]
+    tifffile.imwrite(path, np.full(shape, 1000, np.uint16), photometric=32803, extratags=tags)
+    return path
 
 
 def test_a_2x2_filter_with_both_greens_in_one_column_is_refused(tmp_path):
     """'GRGB' has R, G, G, B like a Bayer filter but its greens share a column: not one of the four
     Bayer orders, so it is refused, never packed as if it were one (found by the DNG fuzzer)."""
-    import tifffile
-
-    tags = [(33421, "H", 2, (2, 2), True), (33422, "B", 4, (1, 0, 1, 2), True), (50706, "B", 4, (1, 4, 0, 0), True),
-            (50708, "s", 0, "GRGB cam", True), (50717, "I", 1, 16383, True),
-            (50721, "2i", 9, (10000, 1, 0, 1, 0, 1, 0, 1, 10000, 1, 0, 1, 0, 1, 0, 1, 10000, 1), True)]
-    path = tmp_path / "grgb.dng"
-    tifffile.imwrite(path, np.full((64, 96), 1000, np.uint16), photometric=32803, extratags=tags)
+    path = _cfa_dng(tmp_path / "grgb.dng", (2, 2), (1, 0, 1, 2), "GRGB cam", (64, 96))
     with pytest.raises(InputError, match="not an RGB Bayer pattern"):
         read_mosaic(path)
 

@@ -173,11 +173,11 @@ def test_backend_cache_keeps_the_most_recent(tmp_path):
     def loader(name):
         return lambda: loads.append(name) or name
 
-    assert cache.get(("a",), loader("a")) == ("a", False)
-    assert cache.get(("b",), loader("b")) == ("b", False)
-    assert cache.get(("a",), loader("a")) == ("a", True)
-    assert cache.get(("c",), loader("c")) == ("c", False)  # b, least recently used, goes
-    assert cache.get(("b",), loader("b")) == ("b", False)
+    assert cache.get(("a",), loader("a")) == "a" and cache.last_use()["model"] == "loaded"
+    assert cache.get(("b",), loader("b")) == "b"
+    assert cache.get(("a",), loader("a")) == "a" and cache.last_use()["model"] == "reused"
+    assert cache.get(("c",), loader("c")) == "c"  # b, least recently used, goes
+    assert cache.get(("b",), loader("b")) == "b"
     assert loads == ["a", "b", "c", "b"]
     assert cache.last_use()["model"] == "loaded" and cache.last_use() == {}
 

@@ -18,8 +18,8 @@ from typing import Iterator
 import numpy as np
 
 from toolkit.errors import InputError
-from toolkit.progress import STDERR_LOCK
 from toolkit.parallel import in_row_blocks
+from toolkit.progress import STDERR_LOCK
 
 from .bayer import MIN_SIZE, PATTERNS, histogram_counts, level_histogram, normalise_pattern
 

@@ -237,8 +237,8 @@ class BackendCache:
         self._loaded: OrderedDict[tuple, TorchBackend | ArtifactBackend] = OrderedDict()
         self._last: dict = {}
 
-    def get(self, key: tuple, load: Callable[[], TorchBackend | ArtifactBackend]) -> tuple[TorchBackend | ArtifactBackend, bool]:
-        """The backend for `key` and True, or `load()`'s and False."""
+    def get(self, key: tuple, load: Callable[[], TorchBackend | ArtifactBackend]) -> TorchBackend | ArtifactBackend:
+        """The backend loaded for `key`, or `load()`'s (kept for later); `last_use` says which."""
         reused = key in self._loaded
         if reused:
             self._loaded.move_to_end(key)
@@ -247,7 +247,7 @@ class BackendCache:
             while len(self._loaded) > self.keep:
                 self._loaded.popitem(last=False)
         self._last = {"pid": os.getpid(), "model": "reused" if reused else "loaded"}
-        return self._loaded[key], reused
+        return self._loaded[key]
 
     def last_use(self) -> dict:
         """The server's pid and whether the latest call reused a loaded model; empty when no model was
@@ -320,15 +320,13 @@ class Enhancer:
         self.load_seconds: float | None = None  # reading and checking the model, compiling it: once loaded
         self.runtime_import_seconds = 0.0  # importing an artifact's runtime library (start-up, not load)
         self.backends = backends
-        self.backend_reused = False  # taken loaded from `backends`
 
     @functools.cached_property
     def backend(self) -> TorchBackend | ArtifactBackend:
         """Loaded on first use, so cheap checks on inputs and outputs fail before the model loads."""
         start = time.perf_counter()
         if self.backends is not None:
-            backend, self.backend_reused = self.backends.get(backend_key(self.checkpoint, self.model, self.threads),
-                                                             self._load_backend)
+            backend = self.backends.get(backend_key(self.checkpoint, self.model, self.threads), self._load_backend)
         else:
             backend = self._load_backend()
         self.load_seconds = time.perf_counter() - start - self.runtime_import_seconds

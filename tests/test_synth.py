@@ -117,10 +117,11 @@ def test_detail_recipe_batches_are_deterministic_white_balanced_and_varied():
     assert ratios.min() < 10 and ratios.max() > 100  # clean-ish to SID-dark
     rng = np.random.default_rng(0)
     pair, _ = a.sample(rng)
-    balanced = a.network_input(pair, np.random.default_rng(1))
+    balanced, applied = a.network_input(pair, np.random.default_rng(1))
     red_gain = pair.unprocess.red_gain
     ratio = balanced[0::2, 0::2].sum() / max(pair.normalised()[0::2, 0::2].sum(), 1e-9)
     assert abs(np.log(ratio / red_gain)) < 0.2  # the file's red gain, times a small estimation error
+    assert ratio == pytest.approx(applied[0], rel=1e-4) and applied[1] == 1.0  # and it says which
 
 
 def test_detail_scenes_are_deterministic_and_in_range():

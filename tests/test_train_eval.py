@@ -219,6 +219,20 @@ def test_training_with_the_torch_synthesiser(tmp_path):
     assert result["checkpoint"]
 
 
+@pytest.mark.parametrize("synthesis", ["numpy", "torch"])
+def test_the_neutral_highlights_recipe_trains_on_clipped_input(tmp_path, synthesis):
+    from toolkit.training.config import get_recipe
+    from toolkit.training.trainer import TrainConfig, train
+
+    mix = get_recipe("detail-wb-v3").data
+    assert mix.highlights == "clip" and mix.clip_input and ("patches", 0.05) in mix.sources
+    result = train(TrainConfig(steps=8, validate_every=4, recipe="detail-wb-v3", synthesis=synthesis, **TINY), tmp_path,
+                   show_progress=False)
+    rows = list(csv.DictReader(open(tmp_path / "loss.csv")))
+    assert all(np.isfinite(float(r["loss"])) for r in rows) and result["recipe"] == "detail-wb-v3"
+    assert result["best"]["psnr_db"] > 0 and result["input"] == {"white_balance": "file"}
+
+
 @needs_torch
 def test_the_run_in_progress_reproduces_its_recorded_first_steps(tmp_path):
     """The committed in-training record's first command, re-run for its first 100 steps: the same

@@ -113,6 +113,50 @@ def test_synthetic_pair_white_balance_undoes_the_unprocessing():
     assert np.ptp(after) < 0.02 * np.mean(after)  # a grey scene is grey again once balanced
 
 
+def test_bright_greys_stay_grey_once_balanced_only_without_the_highlight_mask():
+    """Brooks's highlight mask leaves near-white pixels at full scale in every raw channel, so the
+    file's white balance turns a bright grey pink: a network trained on that tints true bright greys.
+    `highlights="clip"` (recipe detail-wb-v3) keeps every grey grey, up to full white."""
+    from toolkit.camera.colour import CAMERA_MATRICES
+    from toolkit.data.synth import UnprocessParams, unprocess
+
+    params = UnprocessParams(2.3, 1.6, 1.25)
+    levels = np.linspace(0.02, 1.0, 50, dtype=np.float32)
+    greys = np.repeat(levels[None, :, None], 3, axis=2)  # 1 x 50 x 3, from near black to white
+    for matrix in (None, CAMERA_MATRICES["Canon EOS 6D"]):
+        balanced = {mode: unprocess(greys, params, xyz_to_cam=matrix, highlights=mode) * np.array(params.white_balance, np.float32)
+                    for mode in ("keep", "clip")}
+        clip = balanced["clip"][0]
+        np.testing.assert_allclose(clip[:, 0], clip[:, 1], rtol=1e-4)
+        np.testing.assert_allclose(clip[:, 2], clip[:, 1], rtol=1e-4)
+        assert np.all(np.diff(clip[:, 1]) > 0)  # brightness order kept up to white
+        keep = balanced["keep"][0]
+        assert keep[-1, 0] > 1.5 * keep[-1, 1] and np.allclose(keep[:20, 0], keep[:20, 1], rtol=1e-4)
+    with pytest.raises(ValueError):
+        unprocess(greys, params, highlights="bloom")
+
+
+@needs_torch
+def test_training_clips_the_amplified_input_where_inference_does():
+    import torch
+
+    from toolkit.camera.bayer import input_scaling, pack_network_input
+    from toolkit.model.llpacknet import pack
+    from toolkit.training.trainer import clipped_at_full_scale
+
+    rng = np.random.default_rng(8)
+    raw = rng.uniform(0, 0.03, (2, 32, 48)).astype(np.float32)
+    balances = [(2.4, 1.0, 1.3), (1.1, 1.0, 3.0)]
+    gains = [60.0, 45.0]
+    balanced = np.stack([apply_white_balance(r, b) for r, b in zip(raw, balances)])[:, None]
+    trained = clipped_at_full_scale(torch.from_numpy(balanced), torch.tensor(gains), torch.tensor(balances))
+    for i in range(2):
+        multipliers, ceiling = input_scaling(gains[i], balances[i])
+        shipped = pack_network_input(raw[i], multipliers, ceiling=ceiling)
+        np.testing.assert_allclose(pack(trained[i : i + 1]).numpy(), shipped, rtol=1e-6)
+        assert (shipped == ceiling.max()).any() or (raw[i] * gains[i] >= 1).any()  # some sites really clip
+
+
 @needs_torch
 def test_weights_that_expect_white_balance_get_it(tmp_path):
     import torch

@@ -11,7 +11,7 @@ import numpy as np
 from toolkit.camera.colour import mixed_camera_matrix
 from toolkit.errors import InputError
 
-from .scenes import SCENE_KINDS, colour_chart, detail_scene
+from .scenes import DETAIL_KINDS, colour_chart, detail_scene
 from .sources import DATA_VERSION, EVAL_PHOTOS, SYSTEM_TRAIN_PHOTOS, TRAIN_PHOTOS, is_grey, random_tint, read_image_file
 from .synth import A7S2, RATIOS, DarkPair, NoiseParams, SensorProfile, UnprocessParams, dead_leaves, make_clean_pair, make_dark_pair
 
@@ -125,7 +125,7 @@ def detail_scenes(seed: int = DETAIL_SEED, size: tuple[int, int] = EVAL_CROP, pe
     """Procedural scenes rich in detail, from seeds training never uses, at milder and SID noise:
     x20 and x50 at the low end of the sensor's gains (a well-lit night), x100 and x300 as sampled."""
     scenes = []
-    for k, kind in enumerate(sorted(SCENE_KINDS)):
+    for k, kind in enumerate(DETAIL_KINDS):
         for i in range(per_kind):
             clean = detail_scene(size, np.random.default_rng([seed, k, i]), kind)
             for ratio in (20, 50, 100, 300):
@@ -226,6 +226,8 @@ class DataMix:
     white_balance_error: float = 0.0  # std of the log error of each applied R and B gain (augmentation)
     wide_white_balance: bool = False  # white balances from sodium light to shade, not just daylight
     downscale: tuple[float, float] = (1.0, 1.0)  # photos are shrunk by a random factor in this range first
+    highlights: str = "keep"  # `toolkit.data.synth.unprocess`: "clip" for white-balanced input
+    clip_input: bool = False  # clip the amplified input at full scale in training, as every inference path does
 
     @property
     def legacy(self) -> bool:
@@ -348,7 +350,8 @@ class TrainingSampler:
             return make_dark_pair(clean, ratio, rng, self.sensor), ratio
         params = UnprocessParams.sample_wide(rng) if self.mix.wide_white_balance else UnprocessParams.sample(rng)
         matrix = mixed_camera_matrix(rng) if self.mix.cameras == "mixed" else None
-        return make_dark_pair(clean, ratio, rng, self.sensor, params=params, xyz_to_cam=matrix), ratio
+        return make_dark_pair(clean, ratio, rng, self.sensor, params=params, xyz_to_cam=matrix,
+                              highlights=self.mix.highlights), ratio
 
     def draw(self, rng: np.random.Generator) -> SampleSpec:
         """Everything `sample` draws except the noise itself, in the same order: what a synthesiser on
@@ -370,31 +373,37 @@ class TrainingSampler:
         rng = np.random.default_rng([self.seed, 2, step])
         return [self.draw(rng) for _ in range(self.batch_size)]
 
-    def network_input(self, pair: DarkPair, rng: np.random.Generator) -> np.ndarray:
+    def network_input(self, pair: DarkPair, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """The mosaic the network sees for this mix: as read, or white-balanced as a reader would
-        from the file (with the mix's estimation error)."""
+        from the file (with the mix's estimation error); and the (R, G, B) gains applied, which are
+        also where each site saturates once amplified (`toolkit.camera.bayer.input_ceiling`)."""
         if self.mix.white_balance == "none":
-            return pair.normalised()
+            return pair.normalised(), np.ones(3, np.float32)
         sigma = self.mix.white_balance_error
         error = np.exp(rng.normal(0.0, sigma, 3)) if sigma else np.ones(3)
         error[1] = 1.0
-        return pair.white_balanced(tuple(error))
+        gains = np.asarray(pair.unprocess.white_balance, np.float32) * error.astype(np.float32)
+        return pair.white_balanced(tuple(error)), gains
 
-    def batch(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(inputs [B,1,H,W] normalised, targets [B,3,H,W] sRGB, ratios [B]) as float32."""
+    def batch(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(inputs [B,1,H,W] normalised, targets [B,3,H,W] sRGB, ratios [B], white-balance gains
+        applied [B,3]) as float32."""
         rng = np.random.default_rng([self.seed, 2, step])
         return self.batch_of([rng] * self.batch_size)
 
-    def batch_of(self, rngs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def batch_of(self, rngs) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """`batch`'s arrays for one sample drawn from each generator in turn (the same one repeated
         draws samples in sequence)."""
-        inputs, targets, ratios = [], [], []
+        inputs, targets, ratios, gains = [], [], [], []
         for rng in rngs:
             pair, ratio = self.sample(rng)
-            inputs.append(self.network_input(pair, rng)[None])
+            mosaic, applied = self.network_input(pair, rng)
+            inputs.append(mosaic[None])
             targets.append(pair.target.transpose(2, 0, 1))
             ratios.append(ratio)
-        return np.stack(inputs), np.ascontiguousarray(np.stack(targets)), np.array(ratios, np.float32)
+            gains.append(applied)
+        return (np.stack(inputs), np.ascontiguousarray(np.stack(targets)), np.array(ratios, np.float32),
+                np.stack(gains).astype(np.float32))
 
 
 def shrink(image: np.ndarray, scale: float) -> np.ndarray:

@@ -96,7 +96,33 @@ def text(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     return np.asarray(image, np.float32) / 255.0
 
 
-SCENE_KINDS = {"textured_leaves": textured_leaves, "stripes": stripes, "text": text}
+def patches(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """A random chart: a grid of flat patches on a flat or textured ground, about half of them exact
+    greys from near black to full white. Photos seldom hold a large surface that is exactly neutral
+    and bright; without such surfaces a network is never told that a bright grey stays grey."""
+    height, width = size
+    ground_level = rng.uniform(0.05, 0.6)
+    if rng.random() < 0.5:
+        out = np.full((height, width, 3), ground_level, np.float32)
+    else:
+        out = textured_leaves(size, rng, r_min=16.0, r_max=160.0) * ground_level / 0.5
+    rows, cols = int(rng.integers(2, 7)), int(rng.integers(2, 9))
+    ys = np.linspace(0, height, rows + 1).astype(int)
+    xs = np.linspace(0, width, cols + 1).astype(int)
+    for i in range(rows):
+        for j in range(cols):
+            gap_y = int(rng.integers(1, max((ys[i + 1] - ys[i]) // 5, 2)))
+            gap_x = int(rng.integers(1, max((xs[j + 1] - xs[j]) // 5, 2)))
+            if rng.random() < 0.5:
+                colour = np.full(3, min(rng.uniform(0.02, 1.1), 1.0))  # a grey; full white now and then
+            else:
+                colour = rng.random(3) ** 1.2
+            out[ys[i] + gap_y : ys[i + 1] - gap_y, xs[j] + gap_x : xs[j + 1] - gap_x] = colour
+    return np.clip(out, 0, 1).astype(np.float32)
+
+
+SCENE_KINDS = {"textured_leaves": textured_leaves, "stripes": stripes, "text": text, "patches": patches}
+DETAIL_KINDS = ("stripes", "text", "textured_leaves")  # the held-out detail set's kinds: fixed, so its seeds never move
 
 # A colour chart in the layout of the 24-patch ColorChecker (its published 8-bit sRGB values): three
 # rows of colours, then six neutral patches from white to black, made exactly grey here.

@@ -132,18 +132,30 @@ class UnprocessParams:
         return (self.red_gain, 1.0, self.blue_gain)
 
 
+HIGHLIGHTS = ("keep", "clip")
+
+
 def unprocess(srgb: np.ndarray, params: UnprocessParams, sensor: SensorProfile = A7S2,
-              xyz_to_cam: np.ndarray | None = None) -> np.ndarray:
-    """sRGB H x W x 3 -> linear camera RGB (white balance and brightness undone), highlights kept.
-    `xyz_to_cam` renders through another camera's matrix than the sensor's own."""
+              xyz_to_cam: np.ndarray | None = None, highlights: str = "keep") -> np.ndarray:
+    """sRGB H x W x 3 -> linear camera RGB (white balance and brightness undone).
+    `xyz_to_cam` renders through another camera's matrix than the sensor's own.
+
+    `highlights` "keep" is Brooks et al.'s: near-white pixels keep full scale in every channel
+    instead of taking the inverse white balance. Right for a network that sees the mosaic as read;
+    wrong for one that sees it white-balanced, which learns that a bright neutral arrives with red
+    and blue well above green, and so tints true bright neutrals green-yellow. "clip" takes the
+    inverse gains everywhere, clipped at full scale as the sensor would."""
+    if highlights not in HIGHLIGHTS:
+        raise ValueError(f"highlights must be one of {HIGHLIGHTS}, not {highlights!r}")
     linear = gamma_expand(inverse_tone(srgb))
     matrix = sensor.srgb_to_cam() if xyz_to_cam is None else srgb_to_cam(xyz_to_cam)
     cam = linear @ matrix.T
     gains = np.array([1.0 / params.red_gain, 1.0, 1.0 / params.blue_gain]) / params.brightness_gain
-    gray = cam.mean(axis=-1, keepdims=True)
-    mask = (np.maximum(gray - 0.9, 0.0) / 0.1) ** 2  # keep saturated whites from turning grey
-    safe = np.maximum(mask + (1.0 - mask) * gains, gains)
-    return np.clip(cam * safe, 0.0, 1.0).astype(np.float32)
+    if highlights == "keep":
+        gray = cam.mean(axis=-1, keepdims=True)
+        mask = (np.maximum(gray - 0.9, 0.0) / 0.1) ** 2  # keep saturated whites from turning grey
+        gains = np.maximum(mask + (1.0 - mask) * gains, gains)
+    return np.clip(cam * gains, 0.0, 1.0).astype(np.float32)
 
 
 def mosaic_rggb(rgb: np.ndarray) -> np.ndarray:
@@ -241,15 +253,17 @@ def apply_white_balance(mosaic: np.ndarray, gains) -> np.ndarray:
 def make_dark_pair(
     srgb: np.ndarray, ratio: float, rng: np.random.Generator, sensor: SensorProfile = A7S2,
     params: UnprocessParams | None = None, xyz_to_cam: np.ndarray | None = None, noise: NoiseParams | None = None,
+    highlights: str = "keep",
 ) -> DarkPair:
     """Turn a clean sRGB image (even H, W) into a (dark noisy RAW, target) pair at an exposure ratio.
     With the defaults, white balance, brightness and noise are drawn from `rng` in a fixed order
-    (the evaluation sets rely on it); `params`, `xyz_to_cam` and `noise` set them instead."""
+    (the evaluation sets rely on it); `params`, `xyz_to_cam` and `noise` set them instead;
+    `highlights` as `unprocess`."""
     srgb = np.asarray(srgb, np.float32)
     height, width = srgb.shape[:2]
     srgb = srgb[: height - height % 2, : width - width % 2]
     params = UnprocessParams.sample(rng) if params is None else params
-    linear = mosaic_rggb(unprocess(srgb, params, sensor, xyz_to_cam))
+    linear = mosaic_rggb(unprocess(srgb, params, sensor, xyz_to_cam, highlights))
     noise = NoiseParams.sample(rng, sensor) if noise is None else noise
     signal_dn = linear * (sensor.white_level - sensor.black_level) / float(ratio)
     raw = add_sensor_noise(signal_dn, noise, rng, sensor)

@@ -46,6 +46,22 @@ RECIPES: dict[str, Recipe] = {
         loss=(("l1", 1.0), ("gradient", 0.2)),
         auto_gain=(0.3, 50.0),
     ),
+    "detail-wb-v3": Recipe(
+        "detail-wb-v3",
+        "detail-wb-v2 with bright neutrals kept neutral: highlights take the inverse white balance (no Brooks "
+        "highlight mask, which taught a white-balanced network to tint bright greys), the amplified input is "
+        "clipped at full scale as at run time, and random charts with exact greys join the scenes",
+        data=DataMix(
+            white_balance="file",
+            ratio_bands=((0.6, 80.0, 320.0), (0.3, 10.0, 80.0), (0.1, 1.0, 10.0)),
+            sources=(("photos", 0.42), ("leaves", 0.13), ("textured_leaves", 0.2), ("stripes", 0.1), ("text", 0.1),
+                     ("patches", 0.05)),
+            cameras="mixed", white_balance_error=0.04, wide_white_balance=True, downscale=(0.35, 1.0),
+            highlights="clip", clip_input=True,
+        ),
+        loss=(("l1", 1.0), ("gradient", 0.2)),
+        auto_gain=(0.3, 50.0),
+    ),
 }
 DEFAULT_RECIPE = "detail-wb-v2"
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from toolkit.data.dataset import SampleSpec
-from toolkit.data.synth import A7S2, SensorProfile, srgb_to_cam
+from toolkit.data.synth import A7S2, HIGHLIGHTS, SensorProfile, srgb_to_cam
 
 
 def _inverse_tone(srgb: torch.Tensor) -> torch.Tensor:
@@ -28,9 +28,13 @@ def _tukey_lambda(u: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
 
 
 def synthesise(specs: list[SampleSpec], device: torch.device | str, white_balance: str = "file",
-               sensor: SensorProfile = A7S2, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(inputs [B, 1, H, W] as the network sees them, targets [B, 3, H, W] sRGB, ratios [B]) on `device`.
-    `white_balance` "file" balances the input with each sample's gains times its estimation error."""
+               sensor: SensorProfile = A7S2, generator: torch.Generator | None = None,
+               highlights: str = "keep") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(inputs [B, 1, H, W] as the network sees them, targets [B, 3, H, W] sRGB, ratios [B], the
+    white-balance gains applied [B, 3]) on `device`. `white_balance` "file" balances the input with
+    each sample's gains times its estimation error; `highlights` as `toolkit.data.synth.unprocess`."""
+    if highlights not in HIGHLIGHTS:
+        raise ValueError(f"highlights must be one of {HIGHLIGHTS}, not {highlights!r}")
     device = torch.device(device)
 
     def column(values) -> torch.Tensor:
@@ -43,10 +47,11 @@ def synthesise(specs: list[SampleSpec], device: torch.device | str, white_balanc
     cam = torch.einsum("bij,bjhw->bihw", matrices, linear)
     gains = torch.tensor([[1.0 / s.unprocess.red_gain, 1.0, 1.0 / s.unprocess.blue_gain] for s in specs], device=device)
     gains = (gains / column([s.unprocess.brightness_gain for s in specs]).reshape(-1, 1)).reshape(-1, 3, 1, 1)
-    grey = cam.mean(dim=1, keepdim=True)
-    mask = ((grey - 0.9).clamp_min(0.0) / 0.1) ** 2  # keep saturated whites from turning grey
-    safe = torch.maximum(mask + (1.0 - mask) * gains, gains)
-    cam = (cam * safe).clamp(0.0, 1.0)
+    if highlights == "keep":
+        grey = cam.mean(dim=1, keepdim=True)
+        mask = ((grey - 0.9).clamp_min(0.0) / 0.1) ** 2  # keep saturated whites from turning grey
+        gains = torch.maximum(mask + (1.0 - mask) * gains, gains)
+    cam = (cam * gains).clamp(0.0, 1.0)
     mosaic = torch.empty_like(cam[:, :1])
     mosaic[:, 0, 0::2, 0::2] = cam[:, 0, 0::2, 0::2]
     mosaic[:, 0, 0::2, 1::2] = cam[:, 1, 0::2, 1::2]
@@ -63,9 +68,10 @@ def synthesise(specs: list[SampleSpec], device: torch.device | str, white_balanc
     quant = torch.rand(signal.shape, generator=generator, device=device) - 0.5
     raw = torch.round(shot + read + rows + quant + sensor.black_level).clamp(0, sensor.white_level)
     x = ((raw - sensor.black_level) / span).clamp_min(0.0)
+    wb = torch.ones((len(specs), 3), device=device)
     if white_balance == "file":
         wb = torch.tensor([[s.unprocess.red_gain * s.white_balance_error[0], 1.0, s.unprocess.blue_gain * s.white_balance_error[2]]
                            for s in specs], device=device)
         x[:, 0, 0::2, 0::2] *= wb[:, 0, None, None]
         x[:, 0, 1::2, 1::2] *= wb[:, 2, None, None]
-    return x, target, ratio.reshape(-1)
+    return x, target, ratio.reshape(-1), wb

@@ -123,7 +123,7 @@ def amplifier_data(sampler: TrainingSampler, count: int, seed: int, show_progres
     for i in range(count):
         rng = np.random.default_rng([seed, 3, i])
         pair, ratio = sampler.sample(rng)
-        hists.append(exposure_histogram(sampler.network_input(pair, rng)))
+        hists.append(exposure_histogram(sampler.network_input(pair, rng)[0]))
         ratios.append(ratio)
         bar.update(i + 1)
     return np.array(hists, np.float64), np.array(ratios, np.float64)
@@ -173,22 +173,41 @@ def autocast_dtype(precision: str, device: torch.device):
     return torch.bfloat16
 
 
-def _validation_set(sampler: TrainingSampler, count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _validation_set(sampler: TrainingSampler, count: int, seed: int) -> tuple[torch.Tensor, ...]:
     """A fixed set from the training distribution (its own seed stream, never a training batch):
     what 'best weights so far' is judged on. The held-out evaluation sets stay untouched."""
     arrays = sampler.batch_of(np.random.default_rng([seed, 5, i]) for i in range(count))
     return tuple(torch.from_numpy(a) for a in arrays)
 
 
-def validation_psnr(model: torch.nn.Module, data, device: torch.device, dtype) -> float:
+def clipped_at_full_scale(x: torch.Tensor, gain: torch.Tensor, white_balance: torch.Tensor) -> torch.Tensor:
+    """Mosaics [B, 1, H, W] (white-balanced by `white_balance` [B, 3], RGGB) times `gain` [B], each
+    site clipped where the sensor saturates once amplified: what `toolkit.camera.bayer.input_scaling`
+    makes at run time, in torch for training (`DataMix.clip_input`)."""
+    batch = x.shape[0]
+    red, green, blue = white_balance[:, 0], white_balance[:, 1], white_balance[:, 2]
+    ceiling = torch.stack([red, green, green, blue], dim=1).reshape(batch, 1, 2, 2).to(x.dtype)
+    ceiling = ceiling.repeat(1, 1, x.shape[2] // 2, x.shape[3] // 2)
+    return torch.minimum(x * gain.reshape(batch, 1, 1, 1).to(x.dtype), ceiling)
+
+
+def _forward(model: torch.nn.Module, x: torch.Tensor, gain: torch.Tensor, white_balance: torch.Tensor, clip: bool) -> torch.Tensor:
+    """The network on training input at `gain`, clipped at full scale first when the recipe says so."""
+    if clip:
+        return model(clipped_at_full_scale(x, gain, white_balance), gain=torch.ones_like(gain))
+    return model(x, gain=gain)
+
+
+def validation_psnr(model: torch.nn.Module, data, device: torch.device, dtype, clip: bool = False) -> float:
     """Mean PSNR (dB) over the validation images at their true ratios, output clipped as shipped."""
-    x, y, ratio = data
+    x, y, ratio, white_balance = data
     scores = []
     model.eval()
     with torch.inference_mode():
         for i in range(len(x)):
             with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                out = model(x[i : i + 1].to(device), gain=ratio[i : i + 1].to(device))
+                out = _forward(model, x[i : i + 1].to(device), ratio[i : i + 1].to(device),
+                               white_balance[i : i + 1].to(device), clip)
             mse = ((out.float().clamp(0, 1) - y[i : i + 1].to(device)) ** 2).mean().item()
             scores.append(10 * math.log10(1.0 / max(mse, 1e-12)))
     model.train()
@@ -309,7 +328,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
 
     def validate(step: int) -> None:
         nonlocal best
-        score = validation_psnr(model, validation, device, dtype)
+        score = validation_psnr(model, validation, device, dtype, mix.clip_input)
         if history.rows and history.rows[-1]["step"] == step:
             history.rows[-1]["val_psnr"] = round(score, 4)
         if best is None or score > best["psnr_db"]:
@@ -330,9 +349,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
                 upcoming = pool.submit(produce, step + 1)
             if on_device:  # noise made where the network trains (see torch_synth)
                 noise_rng = torch.Generator(device).manual_seed(cfg.seed * 1_000_003 + step + 17)
-                x, y, ratio = synthesise(made, device, mix.white_balance, sampler.sensor, noise_rng)
+                x, y, ratio, white_balance = synthesise(made, device, mix.white_balance, sampler.sensor, noise_rng, mix.highlights)
             else:
-                x, y, ratio = (torch.from_numpy(a).to(device) for a in made)
+                x, y, ratio, white_balance = (torch.from_numpy(a).to(device) for a in made)
             ratios = ratio.cpu()
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, cfg, group["peak"])
@@ -348,7 +367,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
                 gain_error = (torch.log(predicted) - torch.log(ratio)).abs().mean()
                 gain = torch.where(use_predicted, predicted, gain)
             with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                output = model(x, gain=gain)
+                output = _forward(model, x, gain, white_balance, mix.clip_input)
             loss, terms = combined_loss(recipe.loss, output.float(), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -114,7 +114,7 @@ def patches(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
             gap_y = int(rng.integers(1, max((ys[i + 1] - ys[i]) // 5, 2)))
             gap_x = int(rng.integers(1, max((xs[j + 1] - xs[j]) // 5, 2)))
             if rng.random() < 0.5:
-                colour = np.full(3, min(rng.uniform(0.02, 1.1), 1.0))  # a grey; full white now and then
+                colour = np.full(3, min(rng.uniform(0.05, 1.1) ** 0.7, 1.0))  # a grey, most of them bright; full white now and then
             else:
                 colour = rng.random(3) ** 1.2
             out[ys[i] + gap_y : ys[i + 1] - gap_y, xs[j] + gap_x : xs[j + 1] - gap_x] = colour

@@ -54,8 +54,8 @@ RECIPES: dict[str, Recipe] = {
         data=DataMix(
             white_balance="file",
             ratio_bands=((0.6, 80.0, 320.0), (0.3, 10.0, 80.0), (0.1, 1.0, 10.0)),
-            sources=(("photos", 0.42), ("leaves", 0.13), ("textured_leaves", 0.2), ("stripes", 0.1), ("text", 0.1),
-                     ("patches", 0.05)),
+            sources=(("photos", 0.37), ("leaves", 0.13), ("textured_leaves", 0.2), ("stripes", 0.1), ("text", 0.1),
+                     ("patches", 0.1)),
             cameras="mixed", white_balance_error=0.04, wide_white_balance=True, downscale=(0.35, 1.0),
             highlights="clip", clip_input=True,
         ),

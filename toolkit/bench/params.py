@@ -150,6 +150,8 @@ def _onnx_parameters(folder: Path) -> int:
         from onnx import numpy_helper
     except ImportError as exc:
         raise MissingDependencyError("onnx", "onnx", "counting the parameters of an onnxruntime artifact") from exc
+    import numpy as np
+
     graph = onnx.load(str(folder / "model.onnx")).graph
     sizes = {t.name: int(numpy_helper.to_array(t).size) for t in graph.initializer}
     producers = {out: node for node in graph.node for out in node.output}
@@ -167,9 +169,22 @@ def _onnx_parameters(folder: Path) -> int:
         return name
 
     arrays = {t.name: t for t in graph.initializer}
+
+    def centred(name: str):
+        """A ConvTranspose kernel's stored values less their zero point (u8 weights store 0 as 128)."""
+        values = numpy_helper.to_array(arrays[source(name)])
+        node = producers.get(name)
+        if node is not None and node.op_type == "DequantizeLinear" and len(node.input) > 2 and node.input[2] in arrays:
+            zero = numpy_helper.to_array(arrays[node.input[2]]).astype(np.int64)
+            if zero.ndim == 1:
+                axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+                zero = zero.reshape([-1 if i == axis else 1 for i in range(values.ndim)])
+            values = values.astype(np.int64) - zero
+        return values
+
     counted = {src for node in graph.node if node.op_type in ("Conv", "ConvTranspose")
                if not (node.op_type == "ConvTranspose" and source(node.input[1]) in arrays
-                       and is_data_movement(numpy_helper.to_array(arrays[source(node.input[1])])))
+                       and is_data_movement(centred(node.input[1])))
                for name in node.input[1:] if name and (src := source(name)) is not None}
     return sum(sizes[name] for name in counted)
 

@@ -273,8 +273,7 @@ def test_the_run_in_progress_reproduces_its_recorded_first_steps(tmp_path, recip
     args = shlex.split(first["command"])[2:]  # after "llpack train"
     args[args.index("--out") + 1] = str(tmp_path / "run")
     if "--init" in args:  # recorded relative to the project's root
-        root = DEFAULT_CHECKPOINT.parents[3]
-        args[args.index("--init") + 1] = str(root / args[args.index("--init") + 1])
+        args[args.index("--init") + 1] = str(Path(__file__).resolve().parents[1] / args[args.index("--init") + 1])
     if first["precision"] == "bf16" and not cpu_has_native_bf16():  # emulated bf16 is 8x slower: re-run in fp32
         args[args.index("--precision") + 1] = "fp32"
     steps = record["first_log"][-1]["step"]

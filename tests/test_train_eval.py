@@ -163,6 +163,42 @@ def test_best_weights_are_kept_beside_the_state(tmp_path):
     assert result["best"] == record["best"]
 
 
+def test_publish_installs_the_weights_it_evaluated_with_an_amplifier_fitted_for_auto(tmp_path, monkeypatch, capsys):
+    from toolkit.cli import main
+    from toolkit.model import checkpoint
+    from toolkit.training.trainer import TrainConfig, publish_default_weights, train
+
+    train(TrainConfig(steps=10, validate_every=5, **TINY), tmp_path / "out", show_progress=False, state_dir=tmp_path / "s")
+    target = tmp_path / "installed" / "llpacknet_default.pt"
+    target.parent.mkdir()
+    monkeypatch.setattr(checkpoint, "DEFAULT_CHECKPOINT", target)
+    best = json.loads((tmp_path / "out" / "best.json").read_text())
+    published = publish_default_weights(tmp_path / "out" / "best.pt", show_progress=False)
+    record = json.loads(target.with_suffix(".json").read_text())
+    assert record == published and record["sha256"] == checkpoint.file_sha256(target)
+    assert record["steps"] == best["steps"] and record["recipe"] == "detail-wb-v2" and record["input"] == {"white_balance": "file"}
+    assert record["source"]["sha256"] == checkpoint.file_sha256(tmp_path / "out" / "best.pt") != record["sha256"]  # amplifier refitted
+    fit = record["amplifier_fit"]
+    assert fit["min_ratio"] == 50.0 and 0 < fit["samples"] < TINY["amplifier_samples"] and fit["median_log_error"] > 0
+    assert set(record["evaluation"]) == {"auto", "true"} and "error_stops_median" in record["evaluation"]["auto"]["exposure"]
+    assert sorted(p.name for p in target.parent.iterdir()) == ["llpacknet_default.json", "llpacknet_default.pt"]  # nothing staged left
+    # what the record says is what the installed file does
+    from toolkit.training.evaluate import evaluate
+
+    again = evaluate(None, "true", None, show_progress=False)
+    assert again["model"]["psnr_db"] == pytest.approx(record["evaluation"]["true"]["model"]["psnr_db"], abs=1e-3)
+    # bad sources: one line, exit 2, nothing installed
+    installed = target.read_bytes()
+    (tmp_path / "bare.pt").write_bytes((tmp_path / "out" / "best.pt").read_bytes())
+    (tmp_path / "partial.pt").write_bytes((tmp_path / "out" / "best.pt").read_bytes())
+    (tmp_path / "partial.json").write_text(json.dumps({"variant": "llpacknet-bmvc2020"}))
+    for source in ("missing.pt", "bare.pt", "partial.pt"):
+        assert main(["publish", str(tmp_path / source)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "Traceback" not in err and err.startswith("error:")
+    assert target.read_bytes() == installed
+
+
 def test_the_default_state_folder_is_in_the_cache(tmp_path, monkeypatch):
     from toolkit.training.trainer import default_state_dir
 

@@ -393,6 +393,23 @@ def _render_train(r: dict) -> str:
     return f"trained {r['steps']} steps in {r['train_seconds']:.0f} s; checkpoint {r['checkpoint']} (final L1 {r['final_l1']})"
 
 
+def _add_publish(p: argparse.ArgumentParser) -> None:
+    p.add_argument("weights", help="a finished run folder of llpack train, or weights it wrote (best.pt, a committed "
+                                   "in-training .pt) with their JSON record beside them")
+
+
+def _run_publish(args: argparse.Namespace) -> dict:
+    from toolkit.training.trainer import publish_default_weights
+
+    return publish_default_weights(args.weights, show_progress=not args.quiet)
+
+
+def _render_publish(r: dict) -> str:
+    true, auto = r["evaluation"]["true"]["model"], r["evaluation"]["auto"]
+    return (f"installed {r['file']} ({r['recipe']}, step {r['steps']}): 42-image set {true['psnr_db']:.2f} dB / SSIM {true['ssim']:.3f} "
+            f"at the true ratio, {auto['model']['psnr_db']:.2f} dB with --ratio auto")
+
+
 # ---------------------------------------------------------------- evaluate
 def _add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", help="checkpoint to evaluate; default: the built-in weights")
@@ -657,6 +674,8 @@ COMMANDS = [
             _render_bundle),
     Command("emulate", "run an llpack command as aarch64 code under qemu (Raspberry Pi 4/5)", _add_emulate, _run_emulate, _render_emulate),
     Command("train", "train LLPackNet on synthetic dark RAW data", _add_train, _run_train, _render_train),
+    Command("publish", "maintainers: install trained weights as the built-in default, with their record and evaluation",
+            _add_publish, _run_publish, _render_publish),
     Command("evaluate", "PSNR/SSIM on the held-out scenes against the LibRaw baseline", _add_evaluate, _run_evaluate, _render_evaluate),
 ]
 

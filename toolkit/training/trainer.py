@@ -440,44 +440,97 @@ def training_command(cfg: TrainConfig, out_dir: str | Path) -> str:
     return " ".join(parts)
 
 
-def publish_default_weights(run_dir: str | Path, show_progress: bool = True) -> dict:
-    """Install a finished run as the project's default weights, with its record and evaluation."""
-    import shutil
+PUBLISH_RECORD_KEYS = ("variant", "config", "steps", "train_seconds", "device", "torch", "data_version", "final_l1")
+
+
+def _weights_and_record(source: str | Path) -> tuple[Path, dict]:
+    """A run folder (its final weights and `train_record.json`) or a weights file with its JSON
+    record beside it (`best.pt` and `best.json`, or a committed in-training pair)."""
+    import json
+
+    source = Path(source)
+    weights, record_file = (source / FINAL_FILE, source / "train_record.json") if source.is_dir() else (source, source.with_suffix(".json"))
+    for path in (weights, record_file):
+        if not path.is_file():
+            raise UserError(f"{path} does not exist", "give a finished run folder, or a .pt written by llpack train with its .json beside it")
+    try:
+        record = json.loads(record_file.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UserError(f"{record_file} is not a JSON training record ({exc})", "use the record llpack train wrote beside the weights") from exc
+    missing = [k for k in PUBLISH_RECORD_KEYS if not isinstance(record, dict) or k not in record]
+    if missing:
+        raise UserError(f"{record_file} lacks {', '.join(missing)}", "use the record llpack train wrote beside the weights")
+    return weights, record
+
+
+def refit_amplifier_for_auto(model: torch.nn.Module, cfg: TrainConfig, show_progress: bool = True) -> dict:
+    """Fit the amplifier on the exposures `--ratio auto` serves: the recipe's dark band (the ratios at
+    which training fed the body the amplifier's gain), not every ratio the recipe trains. One affine
+    map of the histogram cannot predict both x2 and x300; fitted on x1-x320 it was off by a median
+    1.05 stops on x50 and darker, fitted on the band by 0.39 (detail-wb-v3, step 8,000)."""
+    recipe = get_recipe(cfg.recipe)
+    min_ratio = float(recipe.auto_gain[1])
+    sampler = TrainingSampler(cfg.seed, cfg.crop, cfg.batch_size, cfg.pool_size, mix=recipe.data,
+                              on_progress=Progress(TrainingSampler.pool_count(cfg.pool_size, recipe.data), "scenes", show_progress).update)
+    hists, ratios = amplifier_data(sampler, cfg.amplifier_samples, cfg.seed, show_progress)
+    band = ratios >= min_ratio
+    error = fit_amplifier(model.amplifier, hists[band], ratios[band])
+    return {"min_ratio": min_ratio, "samples": int(band.sum()), "median_log_error": round(error, 4)}
+
+
+def publish_default_weights(source: str | Path, show_progress: bool = True) -> dict:
+    """Install trained weights as the project's default, with their record and their evaluation.
+
+    `source` is a finished run folder or a weights file with its record beside it. The amplifier is
+    refitted for `--ratio auto` (`refit_amplifier_for_auto`), the result is evaluated at both ratio
+    modes from a temporary file, and only then are the weights and their JSON moved into place."""
+    import os
 
     from toolkit.data.dataset import evaluation_fingerprint
     from toolkit.model.checkpoint import DEFAULT_CHECKPOINT, file_sha256, load_model
 
     from .evaluate import evaluate
 
-    run = Path(run_dir)
-    record = __import__("json").loads((run / "train_record.json").read_text())
-    load_model(run / FINAL_FILE)  # validate before installing
-    with atomic_path(DEFAULT_CHECKPOINT) as tmp:
-        shutil.copyfile(run / FINAL_FILE, tmp)
+    weights, record = _weights_and_record(source)
+    load_model(weights)  # validates the file before anything is written
     cfg = TrainConfig(**record["config"])
-    evaluation = {}
-    for mode in ("auto", "true"):
-        report = evaluate(None, mode, run / f"evaluate-{mode}", show_progress=show_progress)
-        evaluation[mode] = {k: report[k] for k in ("model", "baseline", "gain_db", "images")}
-    published = {
-        "file": DEFAULT_CHECKPOINT.name,
-        "sha256": file_sha256(DEFAULT_CHECKPOINT),
-        "variant": record["variant"],
-        "command": training_command(cfg, run),
-        "seed": cfg.seed,
-        "steps": cfg.steps,
-        "train_seconds": record["train_seconds"],
-        "device": record["device"],
-        "torch": record["torch"],
-        "data_version": record["data_version"],
-        "recipe": record.get("recipe", "synth-v1"),
-        "input": record.get("input", {"white_balance": "none"}),
-        "segments": record.get("segments", []),
-        "final_l1": record["final_l1"],
-        "amplifier_fit_median_log_error": record.get("amplifier_fit_median_log_error"),
-        "eval_set": evaluation_fingerprint(),
-        "evaluation": evaluation,
-        "reproduce_evaluation": "llpack evaluate --ratio auto; llpack evaluate --ratio true",
-    }
+    blob = torch.load(weights, map_location="cpu", weights_only=True)
+    model = create_model(cfg.variant)
+    model.load_state_dict(blob["model"])
+    amplifier = refit_amplifier_for_auto(model, cfg, show_progress) if model.config.amplifier else None
+    staged = DEFAULT_CHECKPOINT.with_name(DEFAULT_CHECKPOINT.stem + ".publishing.pt")
+    save_checkpoint(model, staged, **{k: v for k, v in blob.items() if k != "model"})
+    try:
+        evaluation = {}
+        for mode in ("auto", "true"):
+            report = evaluate(staged, mode, None, show_progress=show_progress)
+            evaluation[mode] = {k: report[k] for k in ("model", "baseline", "gain_db", "images") + (("exposure",) if mode == "auto" else ())}
+        segments = record.get("segments", [])
+        published = {
+            "file": DEFAULT_CHECKPOINT.name,
+            "sha256": file_sha256(staged),
+            "source": {"file": str(weights), "sha256": file_sha256(weights)},
+            "variant": record["variant"],
+            "command": segments[-1]["command"] if segments else training_command(cfg, Path(source)),
+            "seed": cfg.seed,
+            "steps": record["steps"],
+            "train_seconds": record["train_seconds"],
+            "device": record["device"],
+            "torch": record["torch"],
+            "data_version": record["data_version"],
+            "recipe": record.get("recipe", "synth-v1"),
+            "input": record.get("input", {"white_balance": "none"}),
+            "segments": segments,
+            "final_l1": record["final_l1"],
+            "amplifier_fit_median_log_error": amplifier["median_log_error"] if amplifier else None,
+            "amplifier_fit": amplifier,
+            "eval_set": evaluation_fingerprint(),
+            "evaluation": evaluation,
+            "reproduce_evaluation": "llpack evaluate --ratio auto; llpack evaluate --ratio true",
+            "reproduce": f"llpack publish {weights}",
+        }
+        os.replace(staged, DEFAULT_CHECKPOINT)
+    finally:
+        staged.unlink(missing_ok=True)
     atomic_write_json(DEFAULT_CHECKPOINT.with_suffix(".json"), published)
     return published

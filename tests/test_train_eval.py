@@ -1,6 +1,7 @@
 """Training lowers the loss and resumes exactly; evaluation runs end to end and is reproducible."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -20,6 +21,26 @@ def assert_same_weights(first, second) -> None:
     b = torch.load(second, weights_only=True)["model"]
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
+
+
+@contextlib.contextmanager
+def crash_when_batch(monkeypatch, crash_step: int):
+    """Within the block, asking the training sampler for batch `crash_step` raises KeyboardInterrupt
+    (a simulated crash mid-run); afterwards the sampler is itself again."""
+    from toolkit.data import dataset
+
+    original = dataset.TrainingSampler.batch
+
+    def batch(self, step):
+        if step == crash_step:
+            raise KeyboardInterrupt("simulated crash")
+        return original(self, step)
+
+    monkeypatch.setattr(dataset.TrainingSampler, "batch", batch)
+    try:
+        yield
+    finally:
+        monkeypatch.setattr(dataset.TrainingSampler, "batch", original)
 
 
 TINY = dict(batch_size=4, crop=64, pool_size=6, amplifier_samples=64, warmup=5, lr=1e-3, log_every=5, checkpoint_every=10)
@@ -43,25 +64,14 @@ def test_short_training_lowers_the_loss(tmp_path):
 
 
 def test_interrupted_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
-
-    from toolkit.data import dataset
     from toolkit.training.trainer import TrainConfig, train
 
     cfg = TrainConfig(steps=30, **TINY)
     train(cfg, tmp_path / "straight", show_progress=False)
-    original = dataset.TrainingSampler.batch
-
-    def crash_at_25(self, step):
-        if step == 25:
-            raise KeyboardInterrupt("simulated crash")
-        return original(self, step)
-
-    monkeypatch.setattr(dataset.TrainingSampler, "batch", crash_at_25)
-    with pytest.raises(KeyboardInterrupt):
+    with crash_when_batch(monkeypatch, 25), pytest.raises(KeyboardInterrupt):
         train(cfg, tmp_path / "resumed", show_progress=False)
     assert not (tmp_path / "resumed" / "llpacknet.pt").exists()
     assert not list((tmp_path / "resumed").glob("*.part"))
-    monkeypatch.setattr(dataset.TrainingSampler, "batch", original)
     train(cfg, tmp_path / "resumed", show_progress=False)
     assert_same_weights(tmp_path / "straight" / "llpacknet.pt", tmp_path / "resumed" / "llpacknet.pt")
 
@@ -283,6 +293,58 @@ def test_the_neutral_highlights_recipe_trains_on_clipped_input(tmp_path, synthes
     rows = list(csv.DictReader(open(tmp_path / "loss.csv")))
     assert all(np.isfinite(float(r["loss"])) for r in rows) and result["recipe"] == "detail-wb-v3"
     assert result["best"]["psnr_db"] > 0 and result["input"] == {"white_balance": "file"}
+
+
+def test_quantisation_aware_training_rounds_conv_inputs_to_8_bits_only_while_training():
+    import torch
+
+    from toolkit.model.llpacknet import create_model
+    from toolkit.training.fake_quant import ActivationQuantiser, body_convolutions
+
+    torch.manual_seed(0)
+    model = create_model("llpacknet-bmvc2020")
+    seen: dict[str, torch.Tensor] = {}
+    convs = body_convolutions(model)
+    assert convs and not any(n.startswith("amplifier") for n, _ in convs)
+    quantiser = ActivationQuantiser(model)
+    name, first = convs[0]
+    first.register_forward_pre_hook(lambda m, a: seen.__setitem__("x", a[0].detach().clone()))  # runs after the rounding
+    x = torch.rand(1, 256, 4, 4, requires_grad=True)
+    red_plane = x.detach()[:, : first.in_channels]  # the first body convolution reads the red sites' plane
+    model.train()
+    model.packed_body(x).sum().backward()
+    low, high = quantiser.ranges[name]
+    levels = (seen["x"] - low) / ((high - low) / 255)
+    assert torch.allclose(levels, levels.round(), atol=1e-3)  # on the 8-bit grid
+    assert x.grad is not None and x.grad.abs().sum() > 0  # the rounding's gradient passes straight through
+    model.eval()
+    model.packed_body(x)
+    assert torch.equal(seen["x"], red_plane)  # validation and export see the float network
+    again = ActivationQuantiser(create_model("llpacknet-bmvc2020"), quantiser.state_dict())
+    assert again.ranges == quantiser.ranges
+    quantiser.remove()
+    model.train()
+    model.packed_body(x)
+    assert torch.equal(seen["x"], red_plane)
+
+
+def test_the_int8_recipe_resumes_to_the_same_weights_and_fits_the_amplifier_on_its_band(tmp_path, monkeypatch):
+    from toolkit.training.config import get_recipe
+    from toolkit.training.trainer import TrainConfig, train
+
+    recipe = get_recipe("detail-wb-v4-int8")
+    assert recipe.quantisation_aware and recipe.amplifier_on_auto_band and recipe.data == get_recipe("detail-wb-v3").data
+    cfg = TrainConfig(steps=12, recipe="detail-wb-v4-int8", **TINY)
+    straight = train(cfg, tmp_path / "straight", show_progress=False)
+    with crash_when_batch(monkeypatch, 7), pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "resumed", show_progress=False)
+    train(cfg, tmp_path / "resumed", show_progress=False)
+    assert_same_weights(tmp_path / "straight" / "llpacknet.pt", tmp_path / "resumed" / "llpacknet.pt")
+    import torch
+
+    state = torch.load(tmp_path / "resumed" / "train_state.pt", weights_only=True)
+    assert state["activation_ranges"] and all(low <= 0 < high for low, high in state["activation_ranges"].values())
+    assert straight["amplifier_fit_median_log_error"] > 0
 
 
 @needs_torch

@@ -26,7 +26,21 @@ class Recipe:
     # samples whose ratio is at least the given one, so `--ratio auto` works with the same weights;
     # below it (near-clean inputs) a histogram says little about the exposure.
     auto_gain: tuple[float, float] = (0.5, 0.0)
+    # Fit the amplifier only on the ratios at which the body is fed its estimate (auto_gain's lowest
+    # ratio and up), the exposures `--ratio auto` serves; off in recipes recorded before, so they reproduce.
+    amplifier_on_auto_band: bool = False
+    # Round the body's convolution inputs to 8 bits while training (`toolkit.training.fake_quant`), so
+    # the weights survive INT8 export.
+    quantisation_aware: bool = False
 
+
+RECIPE_V3_DATA = DataMix(
+    white_balance="file",
+    ratio_bands=((0.6, 80.0, 320.0), (0.3, 10.0, 80.0), (0.1, 1.0, 10.0)),
+    sources=(("photos", 0.37), ("leaves", 0.13), ("textured_leaves", 0.2), ("stripes", 0.1), ("text", 0.1), ("patches", 0.1)),
+    cameras="mixed", white_balance_error=0.04, wide_white_balance=True, downscale=(0.35, 1.0),
+    highlights="clip", clip_input=True,
+)
 
 RECIPES: dict[str, Recipe] = {
     "synth-v1": Recipe(
@@ -51,16 +65,19 @@ RECIPES: dict[str, Recipe] = {
         "detail-wb-v2 with bright neutrals kept neutral: highlights take the inverse white balance (no Brooks "
         "highlight mask, which taught a white-balanced network to tint bright greys), the amplified input is "
         "clipped at full scale as at run time, and random charts with exact greys join the scenes",
-        data=DataMix(
-            white_balance="file",
-            ratio_bands=((0.6, 80.0, 320.0), (0.3, 10.0, 80.0), (0.1, 1.0, 10.0)),
-            sources=(("photos", 0.37), ("leaves", 0.13), ("textured_leaves", 0.2), ("stripes", 0.1), ("text", 0.1),
-                     ("patches", 0.1)),
-            cameras="mixed", white_balance_error=0.04, wide_white_balance=True, downscale=(0.35, 1.0),
-            highlights="clip", clip_input=True,
-        ),
+        data=RECIPE_V3_DATA,
         loss=(("l1", 1.0), ("gradient", 0.2)),
         auto_gain=(0.3, 50.0),
+    ),
+    "detail-wb-v4-int8": Recipe(
+        "detail-wb-v4-int8",
+        "detail-wb-v3 with 8-bit activations in training (quantisation-aware, so INT8 exports keep the "
+        "quality) and the amplifier fitted on the exposures --ratio auto serves",
+        data=RECIPE_V3_DATA,
+        loss=(("l1", 1.0), ("gradient", 0.2)),
+        auto_gain=(0.3, 50.0),
+        amplifier_on_auto_band=True,
+        quantisation_aware=True,
     ),
 }
 DEFAULT_RECIPE = "detail-wb-v2"

@@ -37,6 +37,7 @@ from toolkit.model.llpacknet import create_model
 from toolkit.progress import Progress
 
 from .config import TrainConfig, get_recipe
+from .fake_quant import ActivationQuantiser
 from .losses import combined_loss
 from .torch_synth import synthesise
 
@@ -127,6 +128,16 @@ def amplifier_data(sampler: TrainingSampler, count: int, seed: int, show_progres
         ratios.append(ratio)
         bar.update(i + 1)
     return np.array(hists, np.float64), np.array(ratios, np.float64)
+
+
+def fit_amplifier_on_band(amplifier: torch.nn.Module, sampler: TrainingSampler, count: int, seed: int, min_ratio: float,
+                          show_progress: bool) -> dict:
+    """Fit the amplifier on `count` samples of `sampler`, keeping those at `min_ratio` and darker
+    (0: all). Returns what a record keeps of the fit."""
+    hists, ratios = amplifier_data(sampler, count, seed, show_progress)
+    band = ratios >= min_ratio
+    error = fit_amplifier(amplifier, hists[band], ratios[band])
+    return {"min_ratio": float(min_ratio), "samples": int(band.sum()), "median_log_error": round(error, 4)}
 
 
 def _save_plot(path: Path, rows: list[dict]) -> None:
@@ -265,6 +276,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
     segments: list[dict] = []
     state_path = state_root / STATE_FILE
     amplifier_ready = False
+    activation_ranges = None
     if resume and state_path.exists():
         state = torch.load(state_path, map_location="cpu", weights_only=True)
         saved = {k: v for k, v in state["config"].items() if k not in _RESUMABLE_CHANGES}
@@ -277,6 +289,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
         history.rows = state["log"]
         start_step, elapsed_before = int(state["step"]), float(state["elapsed_s"])
         amplifier_fit_error = state.get("amplifier_fit_error")
+        activation_ranges = state.get("activation_ranges")
         best = state.get("best")
         segments = list(state.get("segments", []))
         amplifier_ready = True
@@ -300,10 +313,12 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
     bar = Progress(cfg.steps, "train", show_progress, start=start_step)
     if model.config.amplifier:
         if not amplifier_ready:
-            hists, ratios = amplifier_data(sampler, cfg.amplifier_samples, cfg.seed, show_progress)
-            amplifier_fit_error = fit_amplifier(model.amplifier, hists, ratios)
+            band = recipe.auto_gain[1] if recipe.amplifier_on_auto_band else 0.0
+            amplifier_fit_error = fit_amplifier_on_band(model.amplifier, sampler, cfg.amplifier_samples, cfg.seed, band,
+                                                        show_progress)["median_log_error"]
             log.info("amplifier fitted: median |log gain error| %.3f", amplifier_fit_error)
         model.amplifier.requires_grad_(False)
+    quantiser = ActivationQuantiser(model, activation_ranges) if recipe.quantisation_aware else None
     validation = _validation_set(sampler, 16, cfg.seed) if cfg.validate_every else None
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
@@ -333,6 +348,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
             "optimizer": optimizer.state_dict(),
             "step": step, "elapsed_s": elapsed_before + time.monotonic() - started, "config": asdict(cfg), "log": history.rows,
             "amplifier_fit_error": amplifier_fit_error, "best": best,
+            "activation_ranges": quantiser.state_dict() if quantiser else None,
             "segments": segments + [{**segment, "end_step": step, "seconds": round(time.monotonic() - started, 1)}],
         }
         with atomic_path(state_path) as tmp:
@@ -410,6 +426,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
                 break
     if start_step >= cfg.steps:
         bar.update(cfg.steps, "already complete")
+    if quantiser:
+        quantiser.remove()
     model = model.to(memory_format=torch.contiguous_format).eval()
     record = record_now(cfg.steps if not stopped_early else done)
     if stopped_early:
@@ -469,13 +487,9 @@ def refit_amplifier_for_auto(model: torch.nn.Module, cfg: TrainConfig, show_prog
     map of the histogram cannot predict both x2 and x300; fitted on x1-x320 it was off by a median
     1.05 stops on x50 and darker, fitted on the band by 0.39 (detail-wb-v3, step 8,000)."""
     recipe = get_recipe(cfg.recipe)
-    min_ratio = float(recipe.auto_gain[1])
     sampler = TrainingSampler(cfg.seed, cfg.crop, cfg.batch_size, cfg.pool_size, mix=recipe.data,
                               on_progress=Progress(TrainingSampler.pool_count(cfg.pool_size, recipe.data), "scenes", show_progress).update)
-    hists, ratios = amplifier_data(sampler, cfg.amplifier_samples, cfg.seed, show_progress)
-    band = ratios >= min_ratio
-    error = fit_amplifier(model.amplifier, hists[band], ratios[band])
-    return {"min_ratio": min_ratio, "samples": int(band.sum()), "median_log_error": round(error, 4)}
+    return fit_amplifier_on_band(model.amplifier, sampler, cfg.amplifier_samples, cfg.seed, recipe.auto_gain[1], show_progress)
 
 
 def publish_default_weights(source: str | Path, show_progress: bool = True) -> dict:

@@ -348,7 +348,7 @@ def test_the_int8_recipe_resumes_to_the_same_weights_and_fits_the_amplifier_on_i
 
 
 @needs_torch
-@pytest.mark.parametrize("recipe", ["detail-wb-v2", "detail-wb-v3"])
+@pytest.mark.parametrize("recipe", ["detail-wb-v2", "detail-wb-v3", "detail-wb-v4-int8"])
 def test_the_run_in_progress_reproduces_its_recorded_first_steps(tmp_path, recipe):
     """A committed in-training record's first command (seeded from committed weights where it was),
     re-run for its first 100 steps: the same logged losses (bf16 on another CPU may differ in the last

@@ -202,7 +202,9 @@ def test_publish_installs_the_weights_it_evaluated_with_an_amplifier_fitted_for_
     (tmp_path / "bare.pt").write_bytes((tmp_path / "out" / "best.pt").read_bytes())
     (tmp_path / "partial.pt").write_bytes((tmp_path / "out" / "best.pt").read_bytes())
     (tmp_path / "partial.json").write_text(json.dumps({"variant": "llpacknet-bmvc2020"}))
-    for source in ("missing.pt", "bare.pt", "partial.pt"):
+    (tmp_path / "odd.pt").write_bytes((tmp_path / "out" / "best.pt").read_bytes())
+    (tmp_path / "odd.json").write_text(json.dumps({**best, "config": {**best["config"], "not_a_setting": 1}}))
+    for source in ("missing.pt", "bare.pt", "partial.pt", "odd.pt"):
         assert main(["publish", str(tmp_path / source)]) == 2
         err = capsys.readouterr().err.strip()
         assert "\n" not in err and "Traceback" not in err and err.startswith("error:")

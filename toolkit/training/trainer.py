@@ -507,7 +507,12 @@ def publish_default_weights(source: str | Path, show_progress: bool = True) -> d
 
     weights, record = _weights_and_record(source)
     load_model(weights)  # validates the file before anything is written
-    cfg = TrainConfig(**record["config"])
+    try:
+        cfg = TrainConfig(**record["config"])
+        get_recipe(cfg.recipe)
+    except TypeError as exc:
+        raise UserError(f"the record of {weights} has settings this toolkit does not know ({exc})",
+                        "publish with the toolkit version that trained it") from exc
     blob = torch.load(weights, map_location="cpu", weights_only=True)
     model = create_model(cfg.variant)
     model.load_state_dict(blob["model"])

@@ -1,20 +1,23 @@
-"""Will these weights survive 8-bit activations? A minutes-long check before any export.
+"""Will these weights survive INT8? A minute's check in PyTorch before any export.
 
-Every INT8 backend here quantises activations per tensor and weights per output channel. This
-check simulates exactly that in PyTorch (round-to-nearest, ranges = the true extremes over the
-default synthetic calibration set, as OpenVINO's default remedy takes them) and prints, for each
-checkpoint given, the PSNR against its own FP32 output on 9 held-out scenes:
+Simulates what the INT8 exporters here do and prints, for each checkpoint, the PSNR against its
+own FP32 output on the export gate's held-out scenes (`toolkit.deploy.export.validation_inputs`):
 
-- weights alone, activations alone, and both;
-- the widest conv inputs, with the spread of their per-channel extremes: one wide tensor is
-  enough to sink an export. A few outlier channels (largest far above the median) could be
-  equalised across layers; a tensor whose every channel is wide cannot.
+- **as exported**: every tensor rounded to 8 bits where it is produced, over its own range (the
+  extremes over the default synthetic calibration set): the packed input (per colour plane), the
+  per-plane convolutions, the fusion before the trunk, each dense layer's output, each block's output
+  and the trunk's output; weights rounded per output channel. A dense block concatenates tensors that
+  were rounded one by one, each over its own range, as the exporters quantise every branch before a
+  concatenation. This predicts the real exports within about 1 dB: the first default weights 41.4 dB
+  (OpenVINO INT8 41.6), detail-wb-v3 30.8 (30.8-33.1 over the three runtimes' remedies),
+  detail-wb-v4-int8 at step 8,000 33.6 (32.3-33.4).
+- **concatenations rounded whole**: every convolution's input rounded over its own range instead,
+  so a dense layer's input, a concatenation, shares one range: far more pessimistic (32.5, 20.4
+  and 27.4 dB for the same weights), and what `detail-wb-v4-int8` trained against.
+- the widest produced tensors: one wide tensor coarsens its own rounding, and a network trained on
+  8-bit activations has to keep them narrow.
 
-It compares weights and finds the widest tensors; it does not predict an exporter's figure (the
-first default weights simulate at 34.2 dB and export at 40-42, detail-wb-v3 at 22.1 and 30-33).
-`benchmarks/int8_remedies.py` and `llpack export -v` measure real exports.
-
-    python benchmarks/int8_activation_ranges.py [CHECKPOINT ...]   (default: the built-in weights)
+    python benchmarks/int8_activation_ranges.py [CHECKPOINT ...] [--size 512x512]   (default: the built-in weights)
 """
 from __future__ import annotations
 
@@ -25,46 +28,75 @@ import numpy as np
 import torch
 
 from quantization.calibration import synthetic_calibration
-from toolkit.data.dataset import evaluation_scenes, packed_input
+from toolkit.deploy.export import validation_inputs
 from toolkit.model.checkpoint import load_model
+from toolkit.model.llpacknet import DenseLayer, ResidualDenseBlock
+
+PLANE_CONVS = ("RDBr", "RDBg1", "RDBg2", "RDBb")
+LEVELS = 255
 
 
-def conv_input_stats(model, inputs) -> dict[str, tuple[float, float, np.ndarray]]:
-    """(min, max, per-channel max |x|) of every convolution's input over `inputs`."""
-    stats: dict[str, tuple[float, float, np.ndarray]] = {}
+def produced_tensors(model) -> list[str]:
+    """The modules whose outputs an exporter quantises as they are produced."""
+    return [n for n, m in model.named_modules()
+            if isinstance(m, (DenseLayer, ResidualDenseBlock)) or n in (*PLANE_CONVS, "before_identity", "final.0")]
 
-    def hook(name):
-        def record(module, args):
-            x = args[0]
-            lo, hi, ch = stats.get(name, (0.0, 0.0, np.zeros(x.shape[1])))
-            stats[name] = (min(lo, float(x.min())), max(hi, float(x.max())),
-                           np.maximum(ch, x.abs().amax(dim=(0, 2, 3)).numpy()))
-        return record
 
-    handles = [m.register_forward_pre_hook(hook(n)) for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+def extremes(model, inputs, names: list[str], inputs_of: bool = False) -> dict[str, tuple[float, float, float]]:
+    """(min, max, median per-channel max |x|) of the named modules' outputs (or inputs) over `inputs`."""
+    found: dict[str, list] = {}
+    modules = dict(model.named_modules())
+
+    def record(name):
+        def hook(module, args, out=None):
+            x = args[0] if inputs_of else out
+            low, high, channels = found.get(name, (0.0, 0.0, np.zeros(x.shape[1])))
+            found[name] = [min(low, float(x.min())), max(high, float(x.max())), np.maximum(channels, x.abs().amax(dim=(0, 2, 3)).numpy())]
+        return hook
+
+    handles = [modules[n].register_forward_pre_hook(record(n)) if inputs_of else modules[n].register_forward_hook(record(n))
+               for n in names]
     with torch.no_grad():
         for x in inputs:
             model.packed_body(x)
     for h in handles:
         h.remove()
-    return stats
+    return {n: (low, high, float(np.median(channels))) for n, (low, high, channels) in found.items()}
 
 
-def fake_quantised(model, stats, activations: bool = True, weights: bool = True):
-    """A copy of `model` whose conv inputs are rounded to 8 bits over their calibration range and whose
-    weights are rounded to 8 bits per output channel."""
+def _rounder(low: float, high: float):
+    step = max(high - low, 1e-12) / LEVELS
+    return lambda x: torch.clamp(torch.round((x - low) / step), 0, LEVELS) * step + low
+
+
+def with_int8_weights(model):
     q = copy.deepcopy(model)
-    for name, conv in q.named_modules():
-        if not isinstance(conv, torch.nn.Conv2d):
-            continue
-        if activations:
-            lo, hi, _ = stats[name]
-            step = max(hi - lo, 1e-12) / 255
-            conv.register_forward_pre_hook(lambda m, a, lo=lo, step=step: (torch.clamp(torch.round((a[0] - lo) / step), 0, 255) * step + lo,))
-        if weights:
-            with torch.no_grad():
+    with torch.no_grad():
+        for conv in q.modules():
+            if isinstance(conv, torch.nn.Conv2d):
                 scale = conv.weight.abs().amax(dim=(1, 2, 3), keepdim=True).clamp(min=1e-12) / 127
                 conv.weight.copy_(torch.round(conv.weight / scale) * scale)
+    return q
+
+
+def as_exported(model, calibration):
+    """`model` with 8-bit weights and every produced tensor rounded over its own calibration range."""
+    q = with_int8_weights(model)
+    modules = dict(q.named_modules())
+    for name, (low, high, _) in extremes(model, calibration, produced_tensors(model)).items():
+        modules[name].register_forward_hook(lambda m, a, out, r=_rounder(low, high): r(out))
+    for name, (low, high, _) in extremes(model, calibration, list(PLANE_CONVS), inputs_of=True).items():
+        modules[name].register_forward_pre_hook(lambda m, a, r=_rounder(low, high): (r(a[0]),))
+    return q
+
+
+def concatenations_whole(model, calibration):
+    """`model` with 8-bit weights and every convolution's input rounded over its own range."""
+    q = with_int8_weights(model)
+    convs = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d) and not n.startswith("amplifier")]
+    modules = dict(q.named_modules())
+    for name, (low, high, _) in extremes(model, calibration, convs, inputs_of=True).items():
+        modules[name].register_forward_pre_hook(lambda m, a, r=_rounder(low, high): (r(a[0]),))
     return q
 
 
@@ -78,26 +110,25 @@ def psnr_against(reference, model, inputs) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("checkpoints", nargs="*", default=[None], help="weights to check (default: the built-in weights)")
-    parser.add_argument("--widest", type=int, default=5, help="how many of the widest conv inputs to list")
+    parser.add_argument("--size", default="512x512", help="HxW of the gate's held-out scenes, as `llpack export --size`")
+    parser.add_argument("--widest", type=int, default=5, help="how many of the widest produced tensors to list")
     args = parser.parse_args()
-    scenes = evaluation_scenes()[::5]
+    size = tuple(int(v) for v in args.size.lower().split("x"))
     for checkpoint in args.checkpoints:
         model = load_model(checkpoint)
         balance = model.input_contract["white_balance"]
         calibration = [torch.from_numpy(x) for x in synthetic_calibration(white_balance=balance).inputs]
-        held_out = [torch.from_numpy(packed_input(s.pair, s.ratio, balance)[0]) for s in scenes]
+        held_out = [torch.from_numpy(item.packed) for item in validation_inputs(size, white_balance=balance)]
         with torch.no_grad():
             reference = [model.packed_body(x).clamp(0, 1) for x in held_out]
-        stats = conv_input_stats(model, calibration)
         print(f"== {checkpoint or 'the built-in weights'} (input white balance: {balance})")
-        print(f"simulated INT8, PSNR against FP32 on {len(held_out)} held-out scenes: "
-              f"weights {psnr_against(reference, fake_quantised(model, stats, activations=False), held_out):.2f} dB, "
-              f"activations {psnr_against(reference, fake_quantised(model, stats, weights=False), held_out):.2f}, "
-              f"both {psnr_against(reference, fake_quantised(model, stats), held_out):.2f}")
-        widest = sorted(stats.items(), key=lambda kv: kv[1][0] - kv[1][1])[: args.widest]
-        for name, (lo, hi, per_channel) in widest:
-            print(f"  {name:34s} range {lo:+7.2f} .. {hi:+7.2f}; per-channel max |x|: median {np.median(per_channel):.2f}, "
-                  f"largest {per_channel.max():.2f}")
+        print(f"simulated INT8 against FP32 on the gate's {len(held_out)} held-out scenes at {args.size}: "
+              f"as exported {psnr_against(reference, as_exported(model, calibration), held_out):.2f} dB, "
+              f"concatenations rounded whole {psnr_against(reference, concatenations_whole(model, calibration), held_out):.2f}, "
+              f"weights only {psnr_against(reference, with_int8_weights(model), held_out):.2f}")
+        ranges = extremes(model, calibration, produced_tensors(model))
+        for name, (low, high, median) in sorted(ranges.items(), key=lambda kv: kv[1][0] - kv[1][1])[: args.widest]:
+            print(f"  {name:28s} range {low:+7.2f} .. {high:+7.2f}; median per-channel max |x| {median:.2f}")
 
 
 if __name__ == "__main__":

@@ -30,16 +30,9 @@ import torch
 from quantization.calibration import synthetic_calibration
 from toolkit.deploy.export import validation_inputs
 from toolkit.model.checkpoint import load_model
-from toolkit.model.llpacknet import DenseLayer, ResidualDenseBlock
+from toolkit.training.fake_quant import PLANE_CONVS, produced_tensors
 
-PLANE_CONVS = ("RDBr", "RDBg1", "RDBg2", "RDBb")
 LEVELS = 255
-
-
-def produced_tensors(model) -> list[str]:
-    """The modules whose outputs an exporter quantises as they are produced."""
-    return [n for n, m in model.named_modules()
-            if isinstance(m, (DenseLayer, ResidualDenseBlock)) or n in (*PLANE_CONVS, "before_identity", "final.0")]
 
 
 def extremes(model, inputs, names: list[str], inputs_of: bool = False) -> dict[str, tuple[float, float, float]]:

@@ -330,12 +330,41 @@ def test_quantisation_aware_training_rounds_conv_inputs_to_8_bits_only_while_tra
     assert torch.equal(seen["x"], red_plane)
 
 
+def test_rounding_where_tensors_are_produced_gives_each_branch_of_a_concatenation_its_own_range():
+    import torch
+
+    from toolkit.model.llpacknet import create_model
+    from toolkit.training.fake_quant import PLANE_CONVS, ActivationQuantiser, produced_tensors
+
+    torch.manual_seed(0)
+    model = create_model("llpacknet-bmvc2020").train()
+    names = produced_tensors(model)
+    assert {"RDB1.dense_layers.0", "RDB1", "final.1", "before_identity", *PLANE_CONVS} <= set(names)
+    outputs: dict[str, torch.Tensor] = {}
+    modules = dict(model.named_modules())
+    quantiser = ActivationQuantiser(model, where="produced")
+    for name in ("RDB2.dense_layers.1", "RDB2.dense_layers.4"):  # registered after the rounding: sees its result
+        modules[name].register_forward_hook(lambda m, a, out, name=name: outputs.__setitem__(name, out.detach().clone()))
+    x = torch.rand(1, 256, 4, 4, requires_grad=True)
+    model.packed_body(x).sum().backward()
+    assert set(quantiser.ranges) == set(names) | {n + ":input" for n in PLANE_CONVS}
+    for name, out in outputs.items():  # each dense layer's output on a grid of its own range
+        low, high = quantiser.ranges[name]
+        levels = (out - low) / ((high - low) / 255)
+        assert torch.allclose(levels, levels.round(), atol=1e-3)
+    assert quantiser.ranges["RDB2.dense_layers.1"] != quantiser.ranges["RDB2.dense_layers.4"]
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    with pytest.raises(ValueError):
+        ActivationQuantiser(model, where="everywhere")
+
+
 def test_the_int8_recipe_resumes_to_the_same_weights_and_fits_the_amplifier_on_its_band(tmp_path, monkeypatch):
     from toolkit.training.config import get_recipe
     from toolkit.training.trainer import TrainConfig, train
 
     recipe = get_recipe("detail-wb-v4-int8")
-    assert recipe.quantisation_aware and recipe.amplifier_on_auto_band and recipe.data == get_recipe("detail-wb-v3").data
+    assert recipe.quantisation_aware == "conv_inputs" and recipe.amplifier_on_auto_band and recipe.data == get_recipe("detail-wb-v3").data
+    assert get_recipe("detail-wb-v5-int8").quantisation_aware == "produced"
     cfg = TrainConfig(steps=12, recipe="detail-wb-v4-int8", **TINY)
     straight = train(cfg, tmp_path / "straight", show_progress=False)
     with crash_when_batch(monkeypatch, 7), pytest.raises(KeyboardInterrupt):

@@ -29,9 +29,9 @@ class Recipe:
     # Fit the amplifier only on the ratios at which the body is fed its estimate (auto_gain's lowest
     # ratio and up), the exposures `--ratio auto` serves; off in recipes recorded before, so they reproduce.
     amplifier_on_auto_band: bool = False
-    # Round the body's convolution inputs to 8 bits while training (`toolkit.training.fake_quant`), so
-    # the weights survive INT8 export.
-    quantisation_aware: bool = False
+    # Round activations to 8 bits while training, so the weights survive INT8 export: "" (no), or where
+    # (`toolkit.training.fake_quant.WHERE`: "conv_inputs" or "produced", as the exporters quantise).
+    quantisation_aware: str = ""
 
 
 RECIPE_V3_DATA = DataMix(
@@ -77,7 +77,17 @@ RECIPES: dict[str, Recipe] = {
         loss=(("l1", 1.0), ("gradient", 0.2)),
         auto_gain=(0.3, 50.0),
         amplifier_on_auto_band=True,
-        quantisation_aware=True,
+        quantisation_aware="conv_inputs",
+    ),
+    "detail-wb-v5-int8": Recipe(
+        "detail-wb-v5-int8",
+        "detail-wb-v4-int8 with activations rounded where the INT8 exporters quantise them: every tensor as it "
+        "is produced, over its own range, instead of each convolution's (concatenated) input",
+        data=RECIPE_V3_DATA,
+        loss=(("l1", 1.0), ("gradient", 0.2)),
+        auto_gain=(0.3, 50.0),
+        amplifier_on_auto_band=True,
+        quantisation_aware="produced",
     ),
 }
 DEFAULT_RECIPE = "detail-wb-v2"

@@ -318,7 +318,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
                                                         show_progress)["median_log_error"]
             log.info("amplifier fitted: median |log gain error| %.3f", amplifier_fit_error)
         model.amplifier.requires_grad_(False)
-    quantiser = ActivationQuantiser(model, activation_ranges) if recipe.quantisation_aware else None
+    quantiser = ActivationQuantiser(model, activation_ranges, recipe.quantisation_aware) if recipe.quantisation_aware else None
     validation = _validation_set(sampler, 16, cfg.seed) if cfg.validate_every else None
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)

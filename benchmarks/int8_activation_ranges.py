@@ -30,9 +30,7 @@ import torch
 from quantization.calibration import synthetic_calibration
 from toolkit.deploy.export import validation_inputs
 from toolkit.model.checkpoint import load_model
-from toolkit.training.fake_quant import PLANE_CONVS, produced_tensors
-
-LEVELS = 255
+from toolkit.training.fake_quant import PLANE_CONVS, body_convolutions, produced_tensors, rounded_over
 
 
 def extremes(model, inputs, names: list[str], inputs_of: bool = False) -> dict[str, tuple[float, float, float]]:
@@ -58,8 +56,7 @@ def extremes(model, inputs, names: list[str], inputs_of: bool = False) -> dict[s
 
 
 def _rounder(low: float, high: float):
-    step = max(high - low, 1e-12) / LEVELS
-    return lambda x: torch.clamp(torch.round((x - low) / step), 0, LEVELS) * step + low
+    return lambda x: rounded_over(x, low, high)
 
 
 def with_int8_weights(model):
@@ -86,7 +83,7 @@ def as_exported(model, calibration):
 def concatenations_whole(model, calibration):
     """`model` with 8-bit weights and every convolution's input rounded over its own range."""
     q = with_int8_weights(model)
-    convs = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d) and not n.startswith("amplifier")]
+    convs = [n for n, _ in body_convolutions(model)]
     modules = dict(q.named_modules())
     for name, (low, high, _) in extremes(model, calibration, convs, inputs_of=True).items():
         modules[name].register_forward_pre_hook(lambda m, a, r=_rounder(low, high): (r(a[0]),))

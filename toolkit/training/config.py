@@ -7,7 +7,7 @@ recipe's name is recorded in every checkpoint it produces, so weights say what t
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from toolkit.data.dataset import DataMix
 from toolkit.model.variants import DEFAULT_VARIANT
@@ -79,17 +79,12 @@ RECIPES: dict[str, Recipe] = {
         amplifier_on_auto_band=True,
         quantisation_aware="conv_inputs",
     ),
-    "detail-wb-v5-int8": Recipe(
-        "detail-wb-v5-int8",
-        "detail-wb-v4-int8 with activations rounded where the INT8 exporters quantise them: every tensor as it "
-        "is produced, over its own range, instead of each convolution's (concatenated) input",
-        data=RECIPE_V3_DATA,
-        loss=(("l1", 1.0), ("gradient", 0.2)),
-        auto_gain=(0.3, 50.0),
-        amplifier_on_auto_band=True,
-        quantisation_aware="produced",
-    ),
 }
+RECIPES["detail-wb-v5-int8"] = replace(
+    RECIPES["detail-wb-v4-int8"], name="detail-wb-v5-int8", quantisation_aware="produced",
+    description="detail-wb-v4-int8 with activations rounded where the INT8 exporters quantise them: every tensor as "
+                "it is produced, over its own range, instead of each convolution's (concatenated) input",
+)
 DEFAULT_RECIPE = "detail-wb-v2"
 
 

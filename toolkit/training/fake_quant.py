@@ -38,6 +38,13 @@ def produced_tensors(model: torch.nn.Module) -> list[str]:
             if isinstance(m, (DenseLayer, ResidualDenseBlock)) or n in (*PLANE_CONVS, "before_identity", "final.0")]
 
 
+def rounded_over(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """`x` rounded to the nearest of `BITS`-bit levels spread over [low, high], clipped to that range."""
+    levels = 2**BITS - 1
+    step = max(high - low, 1e-8) / levels
+    return torch.clamp(torch.round((x - low) / step), 0, levels) * step + low
+
+
 class ActivationQuantiser:
     """Rounds `model`'s activations to `BITS` bits while it trains, at the points `where` names.
 
@@ -59,16 +66,13 @@ class ActivationQuantiser:
             self._handles += [modules[n].register_forward_hook(self._on_output(n)) for n in produced_tensors(model)]
 
     def _rounded(self, key: str, x: torch.Tensor) -> torch.Tensor:
-        levels = 2**BITS - 1
         low, high = min(float(x.detach().min()), 0.0), float(x.detach().max())
         if key in self.ranges:
             old_low, old_high = self.ranges[key]
             low = min(low, old_low + SHRINK * (low - old_low))
             high = max(high, old_high + SHRINK * (high - old_high))
         self.ranges[key] = [low, high]
-        step = max(high - low, 1e-8) / levels
-        rounded = torch.clamp(torch.round((x - low) / step), 0, levels) * step + low
-        return x + (rounded - x).detach()
+        return x + (rounded_over(x, low, high) - x).detach()
 
     def _on_input(self, key: str):
         def hook(module: torch.nn.Module, args: tuple) -> tuple | None:

@@ -130,6 +130,15 @@ def amplifier_data(sampler: TrainingSampler, count: int, seed: int, show_progres
     return np.array(hists, np.float64), np.array(ratios, np.float64)
 
 
+def training_sampler(cfg: TrainConfig, show_progress: bool) -> TrainingSampler:
+    """The sampler of a run's data (its recipe's mix and any `--photos`), its scene pool built with progress."""
+    mix = get_recipe(cfg.recipe).data
+    photos = load_photo_dir(cfg.photos_dir) if cfg.photos_dir else []
+    pool_bar = Progress(TrainingSampler.pool_count(cfg.pool_size, mix), "scenes", show_progress)
+    return TrainingSampler(cfg.seed, cfg.crop, cfg.batch_size, cfg.pool_size, extra_photos=photos,
+                           on_progress=pool_bar.update, mix=mix)
+
+
 def fit_amplifier_on_band(amplifier: torch.nn.Module, sampler: TrainingSampler, count: int, seed: int, min_ratio: float,
                           show_progress: bool) -> dict:
     """Fit the amplifier on `count` samples of `sampler`, keeping those at `min_ratio` and darker
@@ -306,10 +315,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
             start_step = min(int(meta.get("step", 0)), cfg.steps)
             amplifier_ready = True
         log.info("no resume state: starting from %s at step %d with a fresh optimiser", init, start_step)
-    photos = load_photo_dir(cfg.photos_dir) if cfg.photos_dir else []
-    pool_bar = Progress(TrainingSampler.pool_count(cfg.pool_size, mix), "scenes", show_progress)
-    sampler = TrainingSampler(cfg.seed, cfg.crop, cfg.batch_size, cfg.pool_size, extra_photos=photos,
-                              on_progress=pool_bar.update, mix=mix)
+    sampler = training_sampler(cfg, show_progress)
     bar = Progress(cfg.steps, "train", show_progress, start=start_step)
     if model.config.amplifier:
         if not amplifier_ready:
@@ -486,10 +492,8 @@ def refit_amplifier_for_auto(model: torch.nn.Module, cfg: TrainConfig, show_prog
     which training fed the body the amplifier's gain), not every ratio the recipe trains. One affine
     map of the histogram cannot predict both x2 and x300; fitted on x1-x320 it was off by a median
     1.05 stops on x50 and darker, fitted on the band by 0.39 (detail-wb-v3, step 8,000)."""
-    recipe = get_recipe(cfg.recipe)
-    sampler = TrainingSampler(cfg.seed, cfg.crop, cfg.batch_size, cfg.pool_size, mix=recipe.data,
-                              on_progress=Progress(TrainingSampler.pool_count(cfg.pool_size, recipe.data), "scenes", show_progress).update)
-    return fit_amplifier_on_band(model.amplifier, sampler, cfg.amplifier_samples, cfg.seed, recipe.auto_gain[1], show_progress)
+    return fit_amplifier_on_band(model.amplifier, training_sampler(cfg, show_progress), cfg.amplifier_samples, cfg.seed,
+                                 get_recipe(cfg.recipe).auto_gain[1], show_progress)
 
 
 def publish_default_weights(source: str | Path, show_progress: bool = True) -> dict:

@@ -17,6 +17,13 @@ own FP32 output on the export gate's held-out scenes (`toolkit.deploy.export.val
 - the widest produced tensors: one wide tensor coarsens its own rounding, and a network trained on
   8-bit activations has to keep them narrow.
 
+Neither mode is the exporters' exact arithmetic, and both have missed: keeping the per-plane and
+fusion convolutions in float was predicted at 40.1 dB for detail-wb-v4-int8 ("as exported") and
+scored 33.3 in OpenVINO and 32.5 in TFLite; "concatenations rounded whole" predicted channel
+equalisation (`quantization/equalise.py`) within 0.2 dB of OpenVINO (37.8 vs 38.0) but puts the
+first default weights at 32.5, where OpenVINO scores 41.6. Use it to rank ideas in seconds, and
+`benchmarks/int8_remedies.py --checkpoint W` (the real quantisers) to decide.
+
     python benchmarks/int8_activation_ranges.py [CHECKPOINT ...] [--size 512x512]   (default: the built-in weights)
 """
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The INT8 remedies table of docs/export.md: every quantization setting tried, scored the way the gate scores it.
 
-    python benchmarks/int8_remedies.py [--size 512x512] [--targets openvino,tflite,onnxruntime] [--json out.json]
+    python benchmarks/int8_remedies.py [--size 512x512] [--targets openvino,tflite,onnxruntime] [--checkpoint W] [--only TEXT] [--json out.json]
 
-For each setting the default weights are quantized through `quantization.quantize` (the export's
+For each setting the default weights (or `--checkpoint`'s) are quantized through `quantization.quantize` (the export's
 own path) and run on the held-out scenes and the stress set next to FP32 PyTorch: stress mean,
 worst stress image and held-out mean, in dB against FP32, and whether the export gate passes.
 """
@@ -29,6 +29,8 @@ SETTINGS = {
         ("histogram + stress calibration + fusion 1x1 FP32", {"overflow_fix": False, "range": "histogram", "calibration": "stress",
                                                               "keep_float": ["fusion_1x1"]}),
         ("true min/max + fusion 1x1 FP32", {"overflow_fix": False, "range": "minmax", "keep_float": ["fusion_1x1"]}),
+        ("equalised + true min/max + fusion 1x1 FP32", {"overflow_fix": False, "range": "minmax", "keep_float": ["fusion_1x1"],
+                                                        "equalise": True}),
     ],
     "tflite": [
         ("true min/max merge", {"merge": "min_max"}),
@@ -36,11 +38,14 @@ SETTINGS = {
         ("stress calibration, moving-average merge", {"merge": "moving_average", "calibration": "stress"}),
         ("true min/max + fusion 1x1 float", {"merge": "min_max", "keep_float": ["fusion_1x1"]}),
         ("stress calibration, 90th percentile", {"merge": "quantile", "quantile": 0.9, "calibration": "stress"}),
+        ("equalised + stress calibration, 90th pct + fusion 1x1 float", {"merge": "quantile", "quantile": 0.9, "calibration": "stress",
+                                                                          "keep_float": ["fusion_1x1"], "equalise": True}),
     ],
     "onnxruntime": [
         ("per-channel, 7-bit weights, MinMax", {"per_channel": True, "reduce_range": True}),
         ("+ fusion 1x1 float", {"per_channel": True, "reduce_range": True, "keep_float": ["fusion_1x1"]}),
         ("+ stress calibration, Percentile", {"per_channel": True, "reduce_range": True, "method": "Percentile", "calibration": "stress"}),
+        ("equalised + fusion 1x1 float", {"per_channel": True, "reduce_range": True, "keep_float": ["fusion_1x1"], "equalise": True}),
     ],
 }
 
@@ -49,6 +54,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="512x512")
     parser.add_argument("--targets", default="openvino,tflite,onnxruntime")
+    parser.add_argument("--checkpoint", help="weights to quantize (default: the built-in weights)")
+    parser.add_argument("--only", default="", help="run only the settings whose label contains this text")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -62,7 +69,7 @@ def main() -> None:
     from toolkit.model.llpacknet import PackedBody
 
     size = parse_size(args.size)
-    model = load_model(None)
+    model = load_model(args.checkpoint)
     body = PackedBody(model).eval()
     white_balance = model.input_contract["white_balance"]
     images = validation_inputs(size, white_balance=white_balance) + stress_inputs(size, white_balance)
@@ -73,6 +80,8 @@ def main() -> None:
     print(f"{'target':<12} {'settings':<55} {'stress mean':>11} {'worst':>7} {'held-out':>9}  gate")
     for target in args.targets.split(","):
         for label, settings in SETTINGS[target]:
+            if args.only not in label:
+                continue
             start = time.perf_counter()
             with tempfile.TemporaryDirectory() as folder:
                 quantize(body, calibration, target, size, Path(folder), settings, white_balance)

@@ -5,7 +5,8 @@
 
 Each backend also lists the remedies it can try when the first result misses the accuracy bar
 (`REMEDIES`, first = default); a remedy's "calibration": "stress" asks the caller for a calibration
-set that covers the stress categories (`with_stress`), everything else goes to the backend.
+set that covers the stress categories (`with_stress`), "equalise": True rescales channels first
+(`equalise.py`, exact in float, for every backend), everything else goes to the backend.
 """
 from __future__ import annotations
 
@@ -39,6 +40,12 @@ def quantize(body, calibration: CalibrationSet, target: str, size: tuple[int, in
     chosen = dict(remedy if remedy is not None else remedies(target)[0])
     if chosen.pop("calibration", "base") == "stress" and "stress_categories" not in calibration.source:
         calibration = with_stress(calibration, white_balance)
+    if chosen.pop("equalise", False):  # the same network, rescaled so concatenations share one range
+        from toolkit.model.llpacknet import PackedBody
+
+        from .equalise import equalise
+
+        body = PackedBody(equalise(body.model, calibration.inputs)).eval()
     return backend(target).quantize(body, calibration, size, out_dir, **chosen)
 
 

@@ -19,6 +19,7 @@ REMEDIES = [
     {"per_channel": True, "reduce_range": True},
     {"per_channel": True, "reduce_range": False, "weights": "u8"},
     {"per_channel": True, "reduce_range": True, "keep_float": ["fusion_1x1"]},
+    {"per_channel": True, "reduce_range": True, "keep_float": ["fusion_1x1"], "equalise": True},
     {"per_channel": True, "reduce_range": True, "method": "Percentile", "calibration": "stress"},
     {"per_channel": False, "reduce_range": True},
     {"per_channel": True, "reduce_range": False},

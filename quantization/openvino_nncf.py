@@ -23,6 +23,7 @@ FLOAT_LAYERS = {"fusion_1x1": [r".*before_identity/.*", r".*after_rdb/.*"]}
 REMEDIES = [
     {"preset": "mixed", "overflow_fix": False, "range": "minmax", "keep_float": ["fusion_1x1"]},
     {"preset": "mixed", "overflow_fix": False, "range": "histogram", "keep_float": ["fusion_1x1"], "calibration": "stress"},
+    {"preset": "mixed", "overflow_fix": False, "range": "minmax", "keep_float": ["fusion_1x1"], "equalise": True},
     {"preset": "mixed", "overflow_fix": True, "range": "mean_minmax"},
 ]
 

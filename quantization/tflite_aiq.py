@@ -28,6 +28,7 @@ REMEDIES = [
     {"merge": "quantile", "quantile": 0.9, "calibration": "stress", "keep_float": ["fusion_1x1"]},
     {"merge": "min_max"},
     {"merge": "min_max", "keep_float": ["fusion_1x1"]},
+    {"merge": "quantile", "quantile": 0.9, "calibration": "stress", "keep_float": ["fusion_1x1"], "equalise": True},
 ]
 
 

@@ -359,3 +359,39 @@ def test_exported_graphs_have_no_high_rank_transposes(artifacts):
         kinds = [op.get_type_name() for op in model.get_ops()]
         assert "Transpose" not in kinds and "ConvolutionBackpropData" in kinds
         assert all(len(op.get_output_partial_shape(0)) <= 4 for op in model.get_ops() if op.get_output_size())
+
+
+def test_channel_equalisation_keeps_the_float_output_and_puts_each_concatenation_on_one_range():
+    import torch
+
+    from quantization.equalise import equalise
+    from toolkit.model.llpacknet import create_model
+
+    torch.manual_seed(0)
+    model = create_model("llpacknet-bmvc2020").eval()
+    with torch.no_grad():  # one layer's channels 40x wider than the rest, as in the white-balanced weights
+        model.RDB2.dense_layers[3].conv.weight.mul_(40.0)
+        model.RDBg1.weight[:5].mul_(30.0)
+    inputs = [np.random.default_rng(k).random((1, 256, 6, 6), dtype=np.float32) for k in range(3)]
+    equalised = equalise(model, inputs)
+    x = torch.from_numpy(np.random.default_rng(9).random((1, 256, 6, 6), dtype=np.float32))
+    with torch.no_grad():
+        before, after = model.packed_body(x), equalised.packed_body(x)
+    assert torch.allclose(before, after, rtol=1e-4, atol=1e-5)  # exact up to float rounding
+    assert not torch.equal(model.RDB2.dense_layers[3].conv.weight, equalised.RDB2.dense_layers[3].conv.weight)
+    reach: dict[str, torch.Tensor] = {}
+    block_input: dict[str, float] = {}
+    block = equalised.RDB2
+    block.register_forward_pre_hook(lambda m, a: block_input.__setitem__("x", max(block_input.get("x", 0.0), float(a[0].abs().max()))))
+    for k, layer in enumerate(block.dense_layers):
+        layer.register_forward_hook(lambda m, a, out, k=k: reach.__setitem__(
+            k, torch.maximum(reach.get(k, torch.zeros(out.shape[1])), out.abs().amax(dim=(0, 2, 3)))))
+    with torch.no_grad():
+        for item in inputs:
+            equalised.packed_body(torch.from_numpy(item))
+    firing = torch.cat([reach[k][reach[k] > 0] for k in reach])
+    assert len(firing) > 100  # no channel peaks, over the calibration set, beyond the block's input
+    assert float(firing.max()) <= block_input["x"] * 1.0001
+    at_the_top = (reach[3] - block_input["x"]).abs() <= 1e-4 * block_input["x"]
+    assert int(at_the_top.sum()) > len(reach[3]) // 2  # the wide layer's channels, narrowed to it
+    assert equalised is not model and model.RDB2.dense_layers[3].conv.weight.abs().max() > 1.0  # the original is untouched

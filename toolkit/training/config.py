@@ -32,13 +32,6 @@ class Recipe:
     # Round activations to 8 bits while training, so the weights survive INT8 export: "" (no), or where
     # (`toolkit.training.fake_quant.WHERE`: "conv_inputs" or "produced", as the exporters quantise).
     quantisation_aware: str = ""
-    # Weight of the loss term that keeps produced activations free of rare extremes (the mean
-    # `fake_quant.peak_ratio` over the rounded tensors), so INT8 ranges stay narrow; needs "produced".
-    peak_penalty: float = 0.0
-
-    def __post_init__(self):
-        if self.peak_penalty and self.quantisation_aware != "produced":
-            raise ValueError(f"recipe {self.name}: peak_penalty measures the tensors quantisation_aware='produced' rounds")
 
 
 RECIPE_V3_DATA = DataMix(
@@ -91,11 +84,6 @@ RECIPES["detail-wb-v5-int8"] = replace(
     RECIPES["detail-wb-v4-int8"], name="detail-wb-v5-int8", quantisation_aware="produced",
     description="detail-wb-v4-int8 with activations rounded where the INT8 exporters quantise them: every tensor as "
                 "it is produced, over its own range, instead of each convolution's (concatenated) input",
-)
-RECIPES["detail-wb-v6-int8"] = replace(
-    RECIPES["detail-wb-v5-int8"], name="detail-wb-v6-int8", peak_penalty=0.1,
-    description="detail-wb-v5-int8 with a loss term against rare extreme activations (each produced tensor's largest "
-                "values over its root mean square), which set the 8-bit step for every value in an INT8 export",
 )
 DEFAULT_RECIPE = "detail-wb-v2"
 

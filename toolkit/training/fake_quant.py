@@ -12,11 +12,6 @@ Where the rounding happens (`WHERE`):
   range (recipe `detail-wb-v4-int8`; far more pessimistic than the exporters);
 - "produced": every tensor where it is produced, over its own range, as the exporters quantise each
   branch before a concatenation (`produced_tensors`, the per-plane convolutions' inputs).
-
-Rounding alone never narrows a range: its gradient passes straight through, and nothing tells the
-network that one rare extreme coarsens the step for every value (v5 kept the ranges of v4). So the
-quantiser can also measure each produced tensor's peakedness (`peak_ratio`: its largest values
-against its root mean square, which no rescaling between layers changes) for the loss to penalise.
 """
 from __future__ import annotations
 
@@ -43,17 +38,6 @@ def produced_tensors(model: torch.nn.Module) -> list[str]:
             if isinstance(m, (DenseLayer, ResidualDenseBlock)) or n in (*PLANE_CONVS, "before_identity", "final.0")]
 
 
-PEAK_SHARE = 1 / 2000  # the share of a tensor's values whose mean stands for its extreme
-
-
-def peak_ratio(x: torch.Tensor) -> torch.Tensor:
-    """log(mean of the largest `PEAK_SHARE` of |x| / root mean square of x): how much wider than its
-    typical value a tensor's 8-bit range must be. Differentiable, and unchanged by scaling x."""
-    flat = x.abs().flatten()
-    top = torch.topk(flat, max(1, int(flat.numel() * PEAK_SHARE)), sorted=False).values.mean()
-    return torch.log(top + 1e-6) - 0.5 * torch.log((flat * flat).mean() + 1e-12)
-
-
 def rounded_over(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
     """`x` rounded to the nearest of `BITS`-bit levels spread over [low, high], clipped to that range."""
     levels = 2**BITS - 1
@@ -70,13 +54,10 @@ class ActivationQuantiser:
     it will in the INT8 artifact, and the network learns to do without such outliers. The ranges are
     kept in `ranges` so a resumed run rounds exactly as the interrupted one did."""
 
-    def __init__(self, model: torch.nn.Module, ranges: dict[str, list[float]] | None = None, where: str = "conv_inputs",
-                 measure_peaks: bool = False):
+    def __init__(self, model: torch.nn.Module, ranges: dict[str, list[float]] | None = None, where: str = "conv_inputs"):
         if where not in WHERE:
             raise ValueError(f"where must be one of {WHERE}, not {where!r}")
         self.ranges: dict[str, list[float]] = {k: list(v) for k, v in (ranges or {}).items()}
-        self.measure_peaks = measure_peaks
-        self._peaks: list[torch.Tensor] = []
         modules = dict(model.named_modules())
         if where == "conv_inputs":
             self._handles = [conv.register_forward_pre_hook(self._on_input(name)) for name, conv in body_convolutions(model)]
@@ -100,17 +81,8 @@ class ActivationQuantiser:
 
     def _on_output(self, key: str):
         def hook(module: torch.nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor | None:
-            if not module.training:
-                return None
-            if self.measure_peaks:
-                self._peaks.append(peak_ratio(out))
-            return self._rounded(key, out)
+            return self._rounded(key, out) if module.training else None
         return hook
-
-    def take_peak_penalty(self) -> torch.Tensor:
-        """The mean `peak_ratio` of the tensors produced since the last call (0 when none were)."""
-        peaks, self._peaks = self._peaks, []
-        return torch.stack(peaks).mean() if peaks else torch.zeros(())
 
     def state_dict(self) -> dict[str, list[float]]:
         return {k: list(v) for k, v in self.ranges.items()}

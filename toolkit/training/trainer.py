@@ -324,8 +324,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
                                                         show_progress)["median_log_error"]
             log.info("amplifier fitted: median |log gain error| %.3f", amplifier_fit_error)
         model.amplifier.requires_grad_(False)
-    quantiser = (ActivationQuantiser(model, activation_ranges, recipe.quantisation_aware, measure_peaks=recipe.peak_penalty > 0)
-                 if recipe.quantisation_aware else None)
+    quantiser = ActivationQuantiser(model, activation_ranges, recipe.quantisation_aware) if recipe.quantisation_aware else None
     validation = _validation_set(sampler, 16, cfg.seed) if cfg.validate_every else None
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
@@ -408,20 +407,15 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
             with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                 output = _forward(model, x, gain, white_balance, mix.clip_input)
             loss, terms = combined_loss(recipe.loss, output.float(), y)
-            if recipe.peak_penalty:
-                peaks = quantiser.take_peak_penalty()
-                loss = loss + recipe.peak_penalty * peaks
-                terms["peaks"] = float(peaks.detach())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            window.append((terms.get("l1", float(loss.detach())), float(loss.detach()), gain_error.item(), terms.get("peaks", 0.0)))
+            window.append((terms.get("l1", float(loss.detach())), float(loss.detach()), gain_error.item()))
             done = step + 1
             if done % cfg.log_every == 0 or done == cfg.steps:
-                l1_mean, loss_mean, gerr, peaks_mean = np.mean(window, axis=0)
+                l1_mean, loss_mean, gerr = np.mean(window, axis=0)
                 history.rows.append({"step": done, "l1": round(float(l1_mean), 6), "loss": round(float(loss_mean), 6),
-                                     "gain_err": round(float(gerr), 5), "lr": round(optimizer.param_groups[0]["lr"], 8),
-                                     **({"peaks": round(float(peaks_mean), 5)} if recipe.peak_penalty else {})})
+                                     "gain_err": round(float(gerr), 5), "lr": round(optimizer.param_groups[0]["lr"], 8)})
                 window.clear()
                 bar.update(done, f"L1 {l1_mean:.4f} loss {loss_mean:.4f} gain err {gerr:.3f}")
             if validation is not None and (done % cfg.validate_every == 0 or done == cfg.steps):

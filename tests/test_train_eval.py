@@ -379,8 +379,8 @@ def test_the_int8_recipe_resumes_to_the_same_weights_and_fits_the_amplifier_on_i
 
 
 @needs_torch
-@pytest.mark.parametrize("recipe", ["detail-wb-v2", "detail-wb-v3", "detail-wb-v4-int8"])
-def test_the_run_in_progress_reproduces_its_recorded_first_steps(tmp_path, recipe):
+@pytest.mark.parametrize("run", ["detail-wb-v2", "detail-wb-v3", "detail-wb-v4-int8", "detail-wb-v4-int8-from-first"])
+def test_the_run_in_progress_reproduces_its_recorded_first_steps(tmp_path, run):
     """A committed in-training record's first command (seeded from committed weights where it was),
     re-run for its first 100 steps: the same logged losses (bf16 on another CPU may differ in the last
     digits: relative tolerance 1 %; a bf16 record re-run in fp32 on a CPU without native bf16 came within 0.5 %
@@ -392,12 +392,13 @@ def test_the_run_in_progress_reproduces_its_recorded_first_steps(tmp_path, recip
     from toolkit.model.checkpoint import DEFAULT_CHECKPOINT
     from toolkit.training.trainer import cpu_has_native_bf16
 
-    record_file = DEFAULT_CHECKPOINT.parent / "in-training" / f"{recipe}-best.json"
+    record_file = DEFAULT_CHECKPOINT.parent / "in-training" / f"{run}-best.json"
     if not record_file.exists():
-        pytest.skip(f"no {recipe} run is committed")
+        pytest.skip(f"no {run} run is committed")
     if not all(Path(p.path_text).exists() for p in SYSTEM_TRAIN_PHOTOS) and not os.environ.get("LLPACK_SYSTEM_ROOT"):
         pytest.skip("the recipe reads mate-backgrounds' photos: apt-get install mate-backgrounds")
     record = json.loads(record_file.read_text())
+    recipe = record["recipe"]
     first = next(s for s in record["segments"] if s["start_step"] == 0)
     args = shlex.split(first["command"])[2:]  # after "llpack train"
     args[args.index("--out") + 1] = str(tmp_path / "run")

@@ -22,9 +22,6 @@ import copy
 import numpy as np
 import torch
 
-FLOOR = 1.0  # channels are only narrowed: widening one that barely fired in calibration lets a bright input overflow it
-
-
 def _calibration_extremes(model, inputs: list[np.ndarray]) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """Per-channel max |output| of every dense layer and per-plane convolution, and max |input| of
     each dense block, over `inputs` (packed, gain applied)."""
@@ -64,10 +61,11 @@ def _dense_blocks(model) -> dict:
 
 
 def _factors(reach: torch.Tensor, target: float) -> torch.Tensor:
-    """s per channel: reach / s == target where the channel reaches beyond it, 1 elsewhere."""
+    """s per channel: reach / s == target where the channel reaches beyond it, 1 elsewhere (channels
+    are only narrowed: widening one that barely fired in calibration lets a bright input overflow it)."""
     if target <= 0:
         return torch.ones_like(reach)
-    return torch.where(reach > 0, reach / target, torch.ones_like(reach)).clamp(min=FLOOR)
+    return (reach / target).clamp(min=1.0)
 
 
 def equalise(model, calibration_inputs: list[np.ndarray]):

@@ -143,7 +143,7 @@ def summarise_rows(rows: list[dict]) -> dict:
     return {"overall": means(rows), "groups": {g: means([r for r in rows if r["group"] == g]) for g in groups}}
 
 
-def _mosaic_of(scene: EvalScene) -> Mosaic:
+def scene_mosaic(scene: EvalScene) -> Mosaic:
     """The scene as a reader gives it: normalised, with the white balance its DNG would carry."""
     return Mosaic(scene.pair.normalised(), "RGGB", (0.0,) * 4, 1.0, source=scene.name, white_balance=scene.pair.unprocess.white_balance)
 
@@ -186,7 +186,7 @@ def _summary(scores: list[SceneScore], prefix: str) -> dict:
 def score_scene(enhancer: Enhancer, scene: EvalScene, ratio: float | None) -> tuple[dict, np.ndarray, np.ndarray]:
     """One scene's scores (LLPackNet at `ratio`, None: the amplifier's gain; LibRaw; LibRaw + denoiser),
     with LLPackNet's image and LibRaw's rendering."""
-    result = enhancer.enhance(_mosaic_of(scene), ratio=ratio)
+    result = enhancer.enhance(scene_mosaic(scene), ratio=ratio)
     rendered = libraw_baseline(scene.pair)
     target = scene.pair.target
     chart = scene.source == "chart"
@@ -247,7 +247,7 @@ def evaluate(
         rows.append(row)
         if ratio_mode == "auto":
             auto_images.append(image)
-            true_images.append(enhancer.enhance(_mosaic_of(scene), ratio=scene.ratio).image)
+            true_images.append(enhancer.enhance(scene_mosaic(scene), ratio=scene.ratio).image)
         scores.append(SceneScore(scene.name, scene.source, scene.ratio, row["gain"], row["model"]["psnr_db"], row["model"]["ssim"],
                                  row["libraw"]["psnr_db"], row["libraw"]["ssim"]))
         if scene.ratio == max(s.ratio for s in scenes) and len(previews) < 8:

@@ -165,18 +165,23 @@ def interpreter(path: Path, threads: int | None):
     return Interpreter(model_path=str(path), num_threads=int(threads) if threads else None)
 
 
-def xnnpack_applied(interpreter) -> bool:
-    """Whether the XNNPACK delegate took over part of the graph (call after allocate_tensors).
+def xnnpack_applied(interpreter, dtype=None) -> bool:
+    """Whether the XNNPACK delegate took over part of the graph (call after allocate_tensors); with
+    `dtype`, a part that computes in that type (an INT8 model whose float layers alone went to
+    XNNPACK, as on tflite-runtime 2.14, has its integer layers on other kernels).
 
     ai-edge-litert and tflite-runtime apply it silently and fall back to their own kernels just as
     silently (unsupported op types, int8 I/O on tflite-runtime 2.14, a CPU they cannot identify): a
-    delegated partition shows up as a DELEGATE node in the graph.
+    delegated partition shows up as a DELEGATE node in the graph, reading and writing its tensors.
     """
     try:
-        ops = interpreter._get_ops_details()
-    except (AttributeError, ValueError, RuntimeError):
+        delegated = [op for op in interpreter._get_ops_details() if op.get("op_name") == "DELEGATE"]
+        if dtype is None or not delegated:
+            return bool(delegated)
+        types = {t["index"]: np.dtype(t["dtype"]) for t in interpreter.get_tensor_details()}
+    except (AttributeError, ValueError, RuntimeError, KeyError, TypeError):
         return False
-    return any(op.get("op_name") == "DELEGATE" for op in ops)
+    return any(types.get(int(i)) == np.dtype(dtype) for op in delegated for i in (*op["inputs"], *op["outputs"]))
 
 
 class TfliteRunner:
@@ -198,9 +203,9 @@ class TfliteRunner:
         return {"input": describe(self.input), "output": describe(self.output)}
 
     def runtime_details(self) -> dict:
-        """Which interpreter runs this, whether XNNPACK took the graph (a DELEGATE op appears) and, for
+        """Which interpreter runs this, whether XNNPACK took the graph (for INT8, its integer layers) and, for
         an FP16 artifact, whether its arithmetic ran in FP16 (`arithmetic`: f16, f32 or unknown)."""
-        xnnpack = xnnpack_applied(self.interp)
+        xnnpack = xnnpack_applied(self.interp, np.int8 if self.precision == "int8" else None)
         details = {"interpreter": type(self.interp).__module__.split(".")[0], "xnnpack": xnnpack}
         if self.precision == "fp16":
             fp16 = fp16_arithmetic() if xnnpack else False

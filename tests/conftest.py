@@ -118,11 +118,17 @@ def small_artifacts(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="session")
 def small_packed_inputs(tmp_path_factory) -> Path:
-    """The export's held-out validation inputs at 64x96 (packed, true-ratio gain), stacked into one .npy."""
-    from toolkit.deploy.export import validation_inputs
+    """The export's held-out validation inputs at 64x96 (packed, true-ratio gain, white-balanced when
+    the default weights' record says they expect it), stacked into one .npy."""
+    import json
 
+    from toolkit.deploy.export import validation_inputs
+    from toolkit.model.variants import DEFAULT_CHECKPOINT
+
+    record = json.loads(DEFAULT_CHECKPOINT.with_suffix(".json").read_text())
+    white_balance = record.get("input", {}).get("white_balance", "none")
     path = tmp_path_factory.mktemp("small-inputs") / "packed.npy"
-    np.save(path, np.concatenate([item.packed for item in validation_inputs(SMALL_SIZE)]))
+    np.save(path, np.concatenate([item.packed for item in validation_inputs(SMALL_SIZE, white_balance=white_balance)]))
     return path
 
 

@@ -64,7 +64,8 @@ def test_int8_manifest_reports_the_stress_set_and_a_fresh_validation_reproduces_
     from toolkit.model.checkpoint import load_model
     from toolkit.model.llpacknet import PackedBody
 
-    body = PackedBody(load_model(None)).eval()
+    model = load_model(None)
+    body, white_balance = PackedBody(model).eval(), model.input_contract["white_balance"]
     checked = 0
     for (target, precision), manifest in small_artifacts.items():
         if precision != "int8":
@@ -75,7 +76,7 @@ def test_int8_manifest_reports_the_stress_set_and_a_fresh_validation_reproduces_
         limits = manifest["validation"]["validated_input"]
         assert 0 < limits["clipped_fraction"] < 1 and limits["mean"] > 0
         size = tuple(manifest["size"])
-        images = validation_inputs(size) + stress_inputs(size)
+        images = validation_inputs(size, white_balance=white_balance) + stress_inputs(size, white_balance)
         with torch.inference_mode():
             references = [body(torch.from_numpy(i.packed)).numpy() for i in images]
         again = validate(get_target(target).load(Path(manifest["path"]), {}), images, references)

@@ -146,7 +146,23 @@ def test_state_lives_where_asked_and_init_goes_on_from_its_step(tmp_path):
                    init=first["checkpoint"])
     rows = list(__import__("csv").DictReader(open(tmp_path / "out2" / "loss.csv")))
     assert [int(r["step"]) for r in rows] == [14]
-    assert second["segments"][0]["start_step"] == 10 and second["steps"] == 14
+    assert second["steps"] == 14 and [s["start_step"] for s in second["segments"]] == [0, 10]
+    # ... and its record goes on: the first segment, the first logged losses, the best so far, the time
+    assert second["segments"][1]["init"] == str(first["checkpoint"]) and second["segments"][0]["init"] is None
+    assert second["first_log"] == first["first_log"] and second["best"] == first["best"]
+    assert second["train_seconds"] >= first["train_seconds"]
+    # a committed record beside the weights is the one that goes on (it may have been corrected since)
+    import json
+    import shutil
+
+    seed = tmp_path / "committed" / "run-best.pt"
+    seed.parent.mkdir()
+    shutil.copy(first["checkpoint"], seed)
+    corrected = {**{k: v for k, v in first.items() if k not in ("checkpoint", "out", "state")}}
+    corrected["segments"] = [{**first["segments"][0], "command": "llpack train --init moved/to/here.pt"}]
+    seed.with_suffix(".json").write_text(json.dumps(corrected))
+    third = train(TrainConfig(steps=12, **TINY), tmp_path / "out3", show_progress=False, state_dir=tmp_path / "state3", init=seed)
+    assert [s.get("command") for s in third["segments"]][0] == "llpack train --init moved/to/here.pt"
 
 
 def test_a_timed_stop_saves_the_state_and_resumes_exactly(tmp_path):

@@ -344,7 +344,7 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state", help="folder of the resume state (default: the user's cache, ~/.cache/llpack/train/<name of --out>, "
                                    "outside any work tree, so a new checkout goes on where the last one stopped)")
     p.add_argument("--init", help="checkpoint to start from when there is no resume state (fresh optimiser; a checkpoint "
-                                  "of the same recipe also sets the step to go on from)")
+                                  "of the same recipe also sets the step to go on from, and its record goes on)")
     p.add_argument("--max-minutes", type=float, help="stop cleanly after this many minutes (the state is saved; run again to go on)")
     p.add_argument("--stop-at", dest="stop_at", type=int, metavar="STEP",
                    help="stop cleanly after this step, the schedule still that of --steps (to re-run a run's first steps)")

@@ -170,9 +170,10 @@ def judge_parity(row: dict) -> None:
     xnnpack, arithmetic = details.get("xnnpack"), details.get("arithmetic")
     row.setdefault("warnings", [])
     if row["target"] == "tflite" and xnnpack is False:
-        row["warnings"].append("XNNPACK was not applied: this runtime runs the graph on its reference kernels"
-                               + (" (INT8 is then slower than FP32: use the FP32 artifact or install ai-edge-litert)"
-                                  if row["precision"] == "int8" else ""))
+        row["warnings"].append(
+            "XNNPACK was not applied to the integer layers: this runtime runs them on its reference kernels (INT8 is then "
+            "slower than FP32: use the FP32 artifact or install ai-edge-litert)" if row["precision"] == "int8"
+            else "XNNPACK was not applied: this runtime runs the graph on its reference kernels")
     if row["precision"] == "fp16" and arithmetic != "f16":
         row["warnings"].append(f"FP16 arithmetic did not run here ({arithmetic or 'unknown'}): only the file is smaller "
                                "(a CPU without FP16 arithmetic, such as a Raspberry Pi 4's Cortex-A72)")

@@ -177,11 +177,12 @@ def input_contract(blob: dict, source: str) -> dict:
 
 
 def read_training_meta(path: str | os.PathLike) -> dict:
-    """The recipe and step a checkpoint written by `llpack train` records ({} for others)."""
+    """The recipe and step a checkpoint written by `llpack train` records, with its training record
+    when it carries one ({} for other checkpoints)."""
     blob = _read_checkpoint_file(Path(path))
-    recipe, step = blob.get("recipe"), blob.get("step")
+    recipe, step, record = blob.get("recipe"), blob.get("step"), blob.get("meta")
     if isinstance(recipe, str) and isinstance(step, int) and step >= 0:
-        return {"recipe": recipe, "step": step}
+        return {"recipe": recipe, "step": step, "record": record if isinstance(record, dict) else {}}
     return {}
 
 

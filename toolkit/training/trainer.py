@@ -283,10 +283,12 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
     history = TrainLog()
     start_step, elapsed_before, amplifier_fit_error, best = 0, 0.0, None, None
     segments: list[dict] = []
+    first_log: list[dict] | None = None  # a run seeded from its own earlier weights keeps their first losses
     state_path = state_root / STATE_FILE
     amplifier_ready = False
     activation_ranges = None
-    if resume and state_path.exists():
+    resumed = resume and state_path.exists()
+    if resumed:
         state = torch.load(state_path, map_location="cpu", weights_only=True)
         saved = {k: v for k, v in state["config"].items() if k not in _RESUMABLE_CHANGES}
         now = {k: v for k, v in asdict(cfg).items() if k not in _RESUMABLE_CHANGES}
@@ -301,6 +303,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
         activation_ranges = state.get("activation_ranges")
         best = state.get("best")
         segments = list(state.get("segments", []))
+        first_log = state.get("first_log")
         amplifier_ready = True
         log.info("resuming %s at step %d of %d", state_path, start_step, cfg.steps)
     elif init is not None:
@@ -311,9 +314,15 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
             raise UserError(f"--init {init} is {seed_model.variant}, not {cfg.variant}")
         model.load_state_dict(seed_model.state_dict())
         meta = read_training_meta(init)
-        if meta.get("recipe") == cfg.recipe:
+        if meta.get("recipe") == cfg.recipe:  # the same run, on another machine: its record goes on too
             start_step = min(int(meta.get("step", 0)), cfg.steps)
             amplifier_ready = True
+            earlier = _record_beside(Path(init)) or meta["record"]
+            segments = [s for s in earlier.get("segments", []) if isinstance(s, dict)]
+            first_log = earlier.get("first_log") or None
+            best = earlier.get("best") if isinstance(earlier.get("best"), dict) else None
+            elapsed_before = float(earlier.get("train_seconds") or 0.0)
+            amplifier_fit_error = earlier.get("amplifier_fit_median_log_error")
         log.info("no resume state: starting from %s at step %d with a fresh optimiser", init, start_step)
     sampler = training_sampler(cfg, show_progress)
     bar = Progress(cfg.steps, "train", show_progress, start=start_step)
@@ -333,7 +342,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
     last_save = started
     segment = {"start_step": start_step, "device": str(device), "precision": cfg.precision, "torch": str(torch.__version__),
                "threads": torch.get_num_threads(), "host": platform.node(), "started": _now(),
-               "command": command or "python: toolkit.training.trainer.train", "init": str(init) if init and not amplifier_ready else None}
+               "command": command or "python: toolkit.training.trainer.train", "init": str(init) if init and not resumed else None}
     window: list[tuple[float, float]] = []
 
     def record_now(step: int) -> dict:
@@ -343,7 +352,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
                 "torch": str(torch.__version__), "final_l1": history.rows[-1]["l1"] if history.rows else None,
                 "amplifier_fit_median_log_error": amplifier_fit_error, "input": {"white_balance": mix.white_balance},
                 "segments": segments + [{**segment, "end_step": step, "seconds": round(time.monotonic() - started, 1)}],
-                "best": best, "first_log": history.rows[:FIRST_LOG_ROWS]}
+                "best": best, "first_log": first_log or history.rows[:FIRST_LOG_ROWS]}
 
     def save_weights(path: Path, step: int) -> None:
         save_checkpoint(model, path, **_weights_meta(cfg.recipe, mix.white_balance, step, record_now(step)))
@@ -354,7 +363,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
             "optimizer": optimizer.state_dict(),
             "step": step, "elapsed_s": elapsed_before + time.monotonic() - started, "config": asdict(cfg), "log": history.rows,
             "amplifier_fit_error": amplifier_fit_error, "best": best,
-            "activation_ranges": quantiser.state_dict() if quantiser else None,
+            "activation_ranges": quantiser.state_dict() if quantiser else None, "first_log": first_log,
             "segments": segments + [{**segment, "end_step": step, "seconds": round(time.monotonic() - started, 1)}],
         }
         with atomic_path(state_path) as tmp:
@@ -465,6 +474,18 @@ def training_command(cfg: TrainConfig, out_dir: str | Path) -> str:
 
 
 PUBLISH_RECORD_KEYS = ("variant", "config", "steps", "train_seconds", "device", "torch", "data_version", "final_l1")
+
+
+def _record_beside(weights: Path) -> dict:
+    """The JSON record committed beside training weights, which may have been corrected since they
+    were written (a moved --init), or {} when there is none or it is unreadable."""
+    import json
+
+    try:
+        record = json.loads(weights.with_suffix(".json").read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return {}
+    return record if isinstance(record, dict) and record.get("recipe") and isinstance(record.get("segments"), list) else {}
 
 
 def _weights_and_record(source: str | Path) -> tuple[Path, dict]:

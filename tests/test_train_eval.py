@@ -134,6 +134,7 @@ def test_committed_weights_reproduce_their_recorded_evaluation(tmp_path):
 def test_state_lives_where_asked_and_init_goes_on_from_its_step(tmp_path):
     import torch
 
+    from toolkit.fileio import file_sha256
     from toolkit.training.trainer import TrainConfig, train
 
     first = train(TrainConfig(steps=10, **TINY), tmp_path / "out", show_progress=False, state_dir=tmp_path / "state")
@@ -149,6 +150,7 @@ def test_state_lives_where_asked_and_init_goes_on_from_its_step(tmp_path):
     assert second["steps"] == 14 and [s["start_step"] for s in second["segments"]] == [0, 10]
     # ... and its record goes on: the first segment, the first logged losses, the best so far, the time
     assert second["segments"][1]["init"] == str(first["checkpoint"]) and second["segments"][0]["init"] is None
+    assert second["segments"][1]["init_sha256"] == file_sha256(first["checkpoint"])
     assert second["first_log"] == first["first_log"] and second["best"] == first["best"]
     assert second["train_seconds"] >= first["train_seconds"]
     # a committed record beside the weights is the one that goes on (it may have been corrected since)

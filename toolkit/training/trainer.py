@@ -31,7 +31,7 @@ import torch
 from toolkit.data.dataset import TrainingSampler, load_photo_dir
 from toolkit.data.sources import DATA_VERSION
 from toolkit.errors import UserError
-from toolkit.fileio import atomic_path, atomic_write_bytes, atomic_write_json, user_cache_dir
+from toolkit.fileio import atomic_path, atomic_write_bytes, atomic_write_json, file_sha256, user_cache_dir
 from toolkit.model.checkpoint import save_checkpoint
 from toolkit.model.llpacknet import create_model
 from toolkit.progress import Progress
@@ -343,6 +343,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
     segment = {"start_step": start_step, "device": str(device), "precision": cfg.precision, "torch": str(torch.__version__),
                "threads": torch.get_num_threads(), "host": platform.node(), "started": _now(),
                "command": command or "python: toolkit.training.trainer.train", "init": str(init) if init and not resumed else None}
+    if init and not resumed:  # the seed's identity, in case the file at that path changes later
+        segment["init_sha256"] = file_sha256(init)
     window: list[tuple[float, float]] = []
 
     def record_now(step: int) -> dict:
@@ -526,7 +528,7 @@ def publish_default_weights(source: str | Path, show_progress: bool = True) -> d
     import os
 
     from toolkit.data.dataset import evaluation_fingerprint
-    from toolkit.model.checkpoint import DEFAULT_CHECKPOINT, file_sha256, load_model
+    from toolkit.model.checkpoint import DEFAULT_CHECKPOINT, load_model
 
     from .evaluate import evaluate
 

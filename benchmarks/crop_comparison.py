@@ -77,8 +77,9 @@ def main() -> None:
         rendered = libraw_baseline(pair)
         wide = (slice(top - MARGIN, top + CROP[0] + MARGIN), slice(left - MARGIN, left + CROP[1] + MARGIN))
         denoised = denoised_baseline(rendered[wide])[MARGIN:-MARGIN, MARGIN:-MARGIN]
+        mosaic = scene_mosaic(scene)
         images = [brightened_input(scene)[window], rendered[window], denoised,
-                  fp32.enhance(scene_mosaic(scene)).image[window], int8.enhance(scene_mosaic(scene)).image[window], target[window]]
+                  fp32.enhance(mosaic).image[window], int8.enhance(mosaic).image[window], target[window]]
         print(f"{scene.name}, crop at ({top}, {left}), PSNR / colour-aligned PSNR on the crop:")
         for title, image in zip(columns[1:-1], images[1:-1]):
             print(f"  {title:26s} {psnr(image, target[window]):6.2f} / {aligned_psnr(image, target[window]):6.2f} dB")

@@ -160,7 +160,7 @@ def test_state_lives_where_asked_and_init_goes_on_from_its_step(tmp_path):
     seed = tmp_path / "committed" / "run-best.pt"
     seed.parent.mkdir()
     shutil.copy(first["checkpoint"], seed)
-    corrected = {**{k: v for k, v in first.items() if k not in ("checkpoint", "out", "state")}}
+    corrected = {k: v for k, v in first.items() if k not in ("checkpoint", "out", "state")}
     corrected["segments"] = [{**first["segments"][0], "command": "llpack train --init moved/to/here.pt"}]
     seed.with_suffix(".json").write_text(json.dumps(corrected))
     third = train(TrainConfig(steps=12, **TINY), tmp_path / "out3", show_progress=False, state_dir=tmp_path / "state3", init=seed)

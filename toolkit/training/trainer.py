@@ -287,6 +287,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
     state_path = state_root / STATE_FILE
     amplifier_ready = False
     activation_ranges = None
+    init_sha256 = None  # the seed's identity, in case the file at that path changes later
     resumed = resume and state_path.exists()
     if resumed:
         state = torch.load(state_path, map_location="cpu", weights_only=True)
@@ -313,6 +314,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
         if seed_model.variant != cfg.variant:
             raise UserError(f"--init {init} is {seed_model.variant}, not {cfg.variant}")
         model.load_state_dict(seed_model.state_dict())
+        init_sha256 = seed_model.checkpoint_info["sha256"]
         meta = read_training_meta(init)
         if meta.get("recipe") == cfg.recipe:  # the same run, on another machine: its record goes on too
             start_step = min(int(meta.get("step", 0)), cfg.steps)
@@ -343,8 +345,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
     segment = {"start_step": start_step, "device": str(device), "precision": cfg.precision, "torch": str(torch.__version__),
                "threads": torch.get_num_threads(), "host": platform.node(), "started": _now(),
                "command": command or "python: toolkit.training.trainer.train", "init": str(init) if init and not resumed else None}
-    if init and not resumed:  # the seed's identity, in case the file at that path changes later
-        segment["init_sha256"] = file_sha256(init)
+    if init_sha256:
+        segment["init_sha256"] = init_sha256
     window: list[tuple[float, float]] = []
 
     def record_now(step: int) -> dict:

@@ -167,6 +167,47 @@ def test_state_lives_where_asked_and_init_goes_on_from_its_step(tmp_path):
     assert [s.get("command") for s in third["segments"]][0] == "llpack train --init moved/to/here.pt"
 
 
+def test_the_weight_average_follows_its_formula():
+    import torch
+
+    from toolkit.training.trainer import WeightAverage
+
+    param = torch.nn.Parameter(torch.zeros(3))
+    average = WeightAverage([("w", param)], decay=0.9)
+    expected = torch.zeros(3)
+    for n in range(1, 30):
+        with torch.no_grad():
+            param.fill_(float(n))
+        average.update()
+        decay = min(0.9, (1 + n) / (10 + n))
+        expected = decay * expected + (1 - decay) * n
+    with average.swapped_in():
+        torch.testing.assert_close(param.detach(), expected)
+    assert torch.all(param == 29.0)  # its own weights are back after the block
+    restored = WeightAverage([("w", param)], decay=0.9, state=average.state_dict())
+    assert restored.updates == 29 and torch.equal(restored.shadow[0], average.shadow[0])
+
+
+def test_a_run_with_a_weight_average_writes_the_average_and_resumes_it_exactly(tmp_path, monkeypatch):
+    import torch
+
+    from toolkit.training.trainer import TrainConfig, train
+
+    cfg = TrainConfig(steps=20, ema=0.9, validate_every=10, **TINY)
+    straight = train(cfg, tmp_path / "straight", show_progress=False)
+    state = torch.load(tmp_path / "straight" / "train_state.pt", weights_only=True)
+    written = torch.load(straight["checkpoint"], weights_only=True)["model"]
+    for name, tensor in state["ema"]["shadow"].items():
+        torch.testing.assert_close(written[name], tensor, rtol=0, atol=0)
+    assert any(not torch.equal(written[n], state["model"][n]) for n in state["ema"]["shadow"])  # not the raw weights
+    rows = list(csv.DictReader(open(tmp_path / "straight" / "loss.csv")))
+    assert [r["step"] for r in rows if r["val_psnr_raw"]] == ["10", "20"]
+    with crash_when_batch(monkeypatch, 15), pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "resumed", show_progress=False)
+    train(cfg, tmp_path / "resumed", show_progress=False)
+    assert_same_weights(tmp_path / "straight" / "llpacknet.pt", tmp_path / "resumed" / "llpacknet.pt")
+
+
 def test_a_timed_stop_saves_the_state_and_resumes_exactly(tmp_path):
 
     from toolkit.training.trainer import TrainConfig, train

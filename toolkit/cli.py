@@ -356,6 +356,9 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     for name in ("steps", "batch_size", "crop", "seed", "pool_size", "amplifier_samples", "checkpoint_every", "validate_every", "warmup"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=defaults[name], help=f"default {defaults[name]}")
     p.add_argument("--lr", type=float, default=defaults["lr"], help=f"peak learning rate, default {defaults['lr']}")
+    p.add_argument("--ema", type=float, default=defaults["ema"], metavar="DECAY",
+                   help="validate, keep and write a moving average of the weights with this decay (0.999: about the last "
+                        "1,000 steps) instead of the raw weights; may be turned on mid-run; default off")
     p.add_argument("--precision", choices=("fp32", "bf16"), default=defaults["precision"],
                    help="bf16: autocast (fast on CPUs with AMX or AVX-512 BF16, and on GPUs); default fp32")
     p.add_argument("--device", default="auto", help="auto (GPU if available), cpu or cuda")

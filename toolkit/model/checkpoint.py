@@ -148,6 +148,7 @@ def load_model(path: str | os.PathLike | None = None, variant: str | None = None
             model = create_model(variant or DEFAULT_VARIANT)
         model.checkpoint_info = {"path": None, "sha256": None, "trained": False}
         model.input_contract = {"white_balance": "none"}
+        model.training_meta = {}
         return model.eval()
     file = Path(path) if path is not None else DEFAULT_CHECKPOINT
     blob = _read_checkpoint_file(file)
@@ -159,6 +160,7 @@ def load_model(path: str | os.PathLike | None = None, variant: str | None = None
     model.load_state_dict({k: v.to(torch.float32) for k, v in state.items()})
     model.checkpoint_info = {"path": str(file), "sha256": file_sha256(file), "trained": True}
     model.input_contract = input_contract(blob, str(file))
+    model.training_meta = training_meta(blob)
     return model.eval()
 
 
@@ -176,10 +178,9 @@ def input_contract(blob: dict, source: str) -> dict:
     return {"white_balance": contract["white_balance"]}
 
 
-def read_training_meta(path: str | os.PathLike) -> dict:
+def training_meta(blob: dict) -> dict:
     """The recipe and step a checkpoint written by `llpack train` records, with its training record
-    when it carries one ({} for other checkpoints)."""
-    blob = _read_checkpoint_file(Path(path))
+    when it carries one ({} for other checkpoints): what `llpack train --init` goes on from."""
     recipe, step, record = blob.get("recipe"), blob.get("step"), blob.get("meta")
     if isinstance(recipe, str) and isinstance(step, int) and step >= 0:
         return {"recipe": recipe, "step": step, "record": record if isinstance(record, dict) else {}}

@@ -118,3 +118,4 @@ class TrainConfig:
     validate_every: int = 0  # steps between validations that keep the best weights (0: never)
     save_every_s: float = 600.0  # also save the resume state this often (seconds of training)
     synthesis: str = "auto"  # where the noise is made: "numpy" (CPU thread), "torch" (on the training device), "auto" (torch on a GPU)
+    ema: float = 0.0  # decay of the weights' moving average that is validated, kept and written (0: the raw weights)

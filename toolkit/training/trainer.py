@@ -22,6 +22,7 @@ import math
 import platform
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -44,7 +45,8 @@ from .torch_synth import synthesise
 log = logging.getLogger(__name__)
 
 STATE_FILE = "train_state.pt"
-_RESUMABLE_CHANGES = ("steps", "checkpoint_every", "log_every", "device", "precision", "save_every_s", "validate_every", "synthesis")  # may differ on resume
+_RESUMABLE_CHANGES = ("steps", "checkpoint_every", "log_every", "device", "precision", "save_every_s", "validate_every", "synthesis",
+                      "ema")  # may differ on resume
 FINAL_FILE = "llpacknet.pt"
 FIRST_LOG_ROWS = 2  # the first logged losses a record keeps, so a test can re-run them
 BEST_FILE = "best.pt"
@@ -250,6 +252,53 @@ def validation_psnr(model: torch.nn.Module, data, device: torch.device, dtype, c
     return float(np.mean(scores))
 
 
+class WeightAverage:
+    """An exponential moving average of the trained parameters (Polyak averaging), the weights a run
+    validates, keeps and writes when `--ema` is set. With batches of 8 noisy crops, single Adam steps
+    move the weights about a basin the average sits nearer the bottom of: the gain annealing the
+    learning rate brings, without waiting for the end of the schedule. The decay ramps up as
+    (1 + n) / (10 + n) over the first updates so an average started mid-run forgets its start."""
+
+    def __init__(self, named_params: list[tuple[str, torch.nn.Parameter]], decay: float, state: dict | None = None):
+        if not 0.0 < decay < 1.0:
+            raise UserError(f"--ema must be a decay between 0 and 1, such as 0.999, not {decay}")
+        self.names = [name for name, _ in named_params]
+        self.params = [p for _, p in named_params]
+        self.decay, self.updates = decay, 0
+        self.shadow = [p.detach().clone() for p in self.params]
+        if state is not None:
+            saved = state.get("shadow", {})
+            if sorted(saved) != sorted(self.names):
+                raise UserError("the resume state's weight average does not match the network", "use --no-resume")
+            for mine, name in zip(self.shadow, self.names):
+                mine.copy_(saved[name])
+            self.updates = int(state["updates"])
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1.0 - decay)
+
+    @contextmanager
+    def swapped_in(self):
+        """The network holds the averaged weights inside the block and its own again after it."""
+        with torch.no_grad():
+            own = [p.detach().clone() for p in self.params]
+            for p, average in zip(self.params, self.shadow):
+                p.copy_(average)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, mine in zip(self.params, own):
+                    p.copy_(mine)
+
+    def state_dict(self) -> dict:
+        return {"decay": self.decay, "updates": self.updates,
+                "shadow": {name: t.detach().cpu().contiguous() for name, t in zip(self.names, self.shadow)}}
+
+
 def _weights_meta(recipe_name: str, white_balance: str, step: int, record: dict) -> dict:
     """What a checkpoint written by training says about itself: the input it expects first."""
     return {"input": {"white_balance": white_balance}, "recipe": recipe_name, "step": step, "meta": record}
@@ -287,6 +336,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
     state_path = state_root / STATE_FILE
     amplifier_ready = False
     activation_ranges = None
+    average_state = None
     init_sha256 = None  # the seed's identity, in case the file at that path changes later
     resumed = resume and state_path.exists()
     if resumed:
@@ -303,19 +353,20 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
         amplifier_fit_error = state.get("amplifier_fit_error")
         activation_ranges = state.get("activation_ranges")
         best = state.get("best")
+        average_state = state.get("ema")
         segments = list(state.get("segments", []))
         first_log = state.get("first_log")
         amplifier_ready = True
         log.info("resuming %s at step %d of %d", state_path, start_step, cfg.steps)
     elif init is not None:
-        from toolkit.model.checkpoint import load_model, read_training_meta
+        from toolkit.model.checkpoint import load_model
 
         seed_model = load_model(init)
         if seed_model.variant != cfg.variant:
             raise UserError(f"--init {init} is {seed_model.variant}, not {cfg.variant}")
         model.load_state_dict(seed_model.state_dict())
         init_sha256 = seed_model.checkpoint_info["sha256"]
-        meta = read_training_meta(init)
+        meta = seed_model.training_meta
         if meta.get("recipe") == cfg.recipe:  # the same run, on another machine: its record goes on too
             start_step = min(int(meta.get("step", 0)), cfg.steps)
             amplifier_ready = True
@@ -339,6 +390,11 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
     validation = _validation_set(sampler, 16, cfg.seed) if cfg.validate_every else None
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
+    average = None
+    if cfg.ema:
+        body_named = [(n, p) for n, p in model.named_parameters() if not n.startswith("amplifier.")]
+        average = WeightAverage(body_named, cfg.ema, average_state if average_state and average_state["decay"] == cfg.ema else None)
+    kept_weights = average.swapped_in if average else nullcontext
     model.train()
     started = time.monotonic()
     last_save = started
@@ -359,7 +415,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
                 "best": best, "first_log": first_log or history.rows[:FIRST_LOG_ROWS]}
 
     def save_weights(path: Path, step: int) -> None:
-        save_checkpoint(model, path, **_weights_meta(cfg.recipe, mix.white_balance, step, record_now(step)))
+        with kept_weights():
+            save_checkpoint(model, path, **_weights_meta(cfg.recipe, mix.white_balance, step, record_now(step)))
 
     def checkpoint(step: int) -> None:
         payload = {
@@ -368,6 +425,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
             "step": step, "elapsed_s": elapsed_before + time.monotonic() - started, "config": asdict(cfg), "log": history.rows,
             "amplifier_fit_error": amplifier_fit_error, "best": best,
             "activation_ranges": quantiser.state_dict() if quantiser else None, "first_log": first_log,
+            "ema": average.state_dict() if average else None,
             "segments": segments + [{**segment, "end_step": step, "seconds": round(time.monotonic() - started, 1)}],
         }
         with atomic_path(state_path) as tmp:
@@ -379,9 +437,12 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
 
     def validate(step: int) -> None:
         nonlocal best
-        score = validation_psnr(model, validation, device, dtype, mix.clip_input)
+        with kept_weights():
+            score = validation_psnr(model, validation, device, dtype, mix.clip_input)
         if history.rows and history.rows[-1]["step"] == step:
             history.rows[-1]["val_psnr"] = round(score, 4)
+            if average:  # the raw weights' score beside the average's, so the log shows what it brings
+                history.rows[-1]["val_psnr_raw"] = round(validation_psnr(model, validation, device, dtype, mix.clip_input), 4)
         if best is None or score > best["psnr_db"]:
             best = {"step": step, "psnr_db": round(score, 4)}
             for folder in {out, state_root}:
@@ -423,6 +484,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if average:
+                average.update()
             window.append((terms.get("l1", float(loss.detach())), float(loss.detach()), gain_error.item()))
             done = step + 1
             if done % cfg.log_every == 0 or done == cfg.steps:
@@ -468,7 +531,7 @@ def training_command(cfg: TrainConfig, out_dir: str | Path) -> str:
     defaults = TrainConfig()
     parts = ["llpack", "train", "--out", str(out_dir)]
     for name in ("recipe", "steps", "batch_size", "crop", "seed", "pool_size", "amplifier_samples", "lr", "warmup", "precision",
-                 "validate_every"):
+                 "validate_every", "ema"):
         value = getattr(cfg, name)
         if name == "steps" or value != getattr(defaults, name):
             parts += ["--" + name.replace("_", "-"), str(value)]
@@ -480,36 +543,41 @@ def training_command(cfg: TrainConfig, out_dir: str | Path) -> str:
 PUBLISH_RECORD_KEYS = ("variant", "config", "steps", "train_seconds", "device", "torch", "data_version", "final_l1")
 
 
-def _record_beside(weights: Path) -> dict:
-    """The JSON record committed beside training weights, which may have been corrected since they
-    were written (a moved --init), or {} when there is none or it is unreadable."""
+def _read_record(record_file: Path) -> dict:
+    """The JSON record `llpack train` wrote beside weights (`best.json`, `train_record.json`, a committed
+    in-training pair), validated; UserError naming what is wrong."""
     import json
 
+    if not record_file.is_file():
+        raise UserError(f"{record_file} does not exist", "give a finished run folder, or a .pt written by llpack train with its .json beside it")
     try:
-        record = json.loads(weights.with_suffix(".json").read_text())
-    except (OSError, ValueError, UnicodeDecodeError):
+        record = json.loads(record_file.read_text())
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise UserError(f"{record_file} is not a JSON training record ({exc})", "use the record llpack train wrote beside the weights") from exc
+    missing = [k for k in PUBLISH_RECORD_KEYS if not isinstance(record, dict) or k not in record]
+    if missing:
+        raise UserError(f"{record_file} lacks {', '.join(missing)}", "use the record llpack train wrote beside the weights")
+    return record
+
+
+def _record_beside(weights: Path) -> dict:
+    """The record committed beside training weights, which may have been corrected since they were
+    written (a moved --init), or {} when there is none or it is not a run's record."""
+    try:
+        record = _read_record(weights.with_suffix(".json"))
+    except UserError:
         return {}
-    return record if isinstance(record, dict) and record.get("recipe") and isinstance(record.get("segments"), list) else {}
+    return record if record.get("recipe") and isinstance(record.get("segments"), list) else {}
 
 
 def _weights_and_record(source: str | Path) -> tuple[Path, dict]:
     """A run folder (its final weights and `train_record.json`) or a weights file with its JSON
     record beside it (`best.pt` and `best.json`, or a committed in-training pair)."""
-    import json
-
     source = Path(source)
     weights, record_file = (source / FINAL_FILE, source / "train_record.json") if source.is_dir() else (source, source.with_suffix(".json"))
-    for path in (weights, record_file):
-        if not path.is_file():
-            raise UserError(f"{path} does not exist", "give a finished run folder, or a .pt written by llpack train with its .json beside it")
-    try:
-        record = json.loads(record_file.read_text())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise UserError(f"{record_file} is not a JSON training record ({exc})", "use the record llpack train wrote beside the weights") from exc
-    missing = [k for k in PUBLISH_RECORD_KEYS if not isinstance(record, dict) or k not in record]
-    if missing:
-        raise UserError(f"{record_file} lacks {', '.join(missing)}", "use the record llpack train wrote beside the weights")
-    return weights, record
+    if not weights.is_file():
+        raise UserError(f"{weights} does not exist", "give a finished run folder, or a .pt written by llpack train with its .json beside it")
+    return weights, _read_record(record_file)
 
 
 def refit_amplifier_for_auto(model: torch.nn.Module, cfg: TrainConfig, show_progress: bool = True) -> dict:

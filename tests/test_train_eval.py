@@ -488,3 +488,27 @@ def test_the_run_in_progress_reproduces_its_recorded_first_steps(tmp_path, run):
         got = rows[expected["step"]]
         for key in ("l1", "loss", "gain_err", "lr"):
             assert float(got[key]) == pytest.approx(expected[key], rel=tolerance), (expected["step"], key)
+
+
+def test_the_grey_cast_benchmark_tells_a_cast_from_noise(tmp_path):
+    """benchmarks/grey_cast.py: a grey's mean over draws (the cast) and its spread (the noise). LibRaw +
+    NLM renders the greys with the file's exact balance, so at x20 it shows next to no cast; at x100
+    the noise that moves single greys is more than twice that at x20, for either method."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "greys.json"
+    proc = subprocess.run([sys.executable, "benchmarks/grey_cast.py", "--draws", "3", "--json", str(out)], cwd=root,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table = json.loads(out.read_text())["conditions"]
+    assert len(table) == 8
+    for name, methods in table.items():
+        for row in methods.values():
+            assert row["worst_single"] >= row["cast"] >= 0 and row["noise_std"] >= 0
+        if name.endswith("@x20"):
+            assert methods["LibRaw + NLM"]["cast"] < 1.0, (name, methods)
+            darker = table[name.replace("@x20", "@x100")]
+            for method, row in methods.items():
+                assert darker[method]["noise_std"] > 2 * row["noise_std"], (name, method)

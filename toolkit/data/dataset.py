@@ -166,12 +166,12 @@ def camera_scenes(seed: int = CAMERA_SEED, ratio: float = 100.0) -> list[EvalSce
     return scenes
 
 
-def neutral_scenes(seed: int = NEUTRAL_SEED) -> list[EvalScene]:
+def neutral_scenes(seed: int = NEUTRAL_SEED, size: tuple[int, int] = EVAL_CROP) -> list[EvalScene]:
     """The colour chart (`toolkit.data.scenes.colour_chart`) through an already balanced raw and warm
-    and daylight balances, at a milder and at SID's exposure ratio."""
+    and daylight balances, at a milder and at SID's exposure ratio (other seeds: other noise draws)."""
     from toolkit.camera.colour import CAMERA_MATRICES, HELD_OUT_CAMERAS
 
-    chart = colour_chart(EVAL_CROP)
+    chart = colour_chart(size)
     cases = [("Sony ILCE-7SM2", "balanced raw", (1.0, 1.0)), ("Sony ILCE-7SM2", "tungsten", LIGHTS["tungsten"]),
              (HELD_OUT_CAMERAS[0], "tungsten", LIGHTS["tungsten"]), (HELD_OUT_CAMERAS[0], "daylight", LIGHTS["daylight"])]
     scenes = []

@@ -107,21 +107,26 @@ def ciede2000(image: np.ndarray, target: np.ndarray) -> float:
     return float(np.mean(deltaE_ciede2000(rgb2lab(np.clip(image, 0, 1)), rgb2lab(np.clip(target, 0, 1)))))
 
 
-def neutral_cast(image: np.ndarray) -> float:
-    """The largest |a*| or |b*| among the colour chart's six grey patches (`toolkit.data.scenes.colour_chart`
-    at this image's size), each measured as a camera chart is: the mean colour of its inner half."""
+def grey_lab(image: np.ndarray) -> np.ndarray:
+    """CIELAB (L*, a*, b*) of the colour chart's six grey patches (`toolkit.data.scenes.colour_chart` at
+    this image's size), each measured as a camera chart is: the mean colour of its inner half. [6, 3]"""
     from skimage.color import rgb2lab
 
     from toolkit.data.scenes import CHART_NEUTRALS, chart_patches
 
     patches = chart_patches(image.shape[:2])
-    worst = 0.0
+    labs = []
     for k in CHART_NEUTRALS:
         top, left, bottom, right = patches[k]
         dy, dx = (bottom - top) // 4, (right - left) // 4
         mean = np.clip(image[top + dy : bottom - dy, left + dx : right - dx].reshape(-1, 3).mean(axis=0), 0, 1)
-        worst = max(worst, float(np.abs(rgb2lab(mean[None, None].astype(np.float64))[0, 0, 1:]).max()))
-    return worst
+        labs.append(rgb2lab(mean[None, None].astype(np.float64))[0, 0])
+    return np.array(labs)
+
+
+def neutral_cast(image: np.ndarray) -> float:
+    """The largest |a*| or |b*| among the colour chart's six grey patches (`grey_lab`)."""
+    return float(np.abs(grey_lab(image)[:, 1:]).max())
 
 
 def image_scores(image: np.ndarray, target: np.ndarray, chart: bool = False) -> dict:

@@ -206,6 +206,11 @@ def test_a_run_with_a_weight_average_writes_the_average_and_resumes_it_exactly(t
         train(cfg, tmp_path / "resumed", show_progress=False)
     train(cfg, tmp_path / "resumed", show_progress=False)
     assert_same_weights(tmp_path / "straight" / "llpacknet.pt", tmp_path / "resumed" / "llpacknet.pt")
+    from toolkit.errors import UserError
+
+    with pytest.raises(UserError, match="--ema must be a decay between 0 and 1"):
+        train(TrainConfig(steps=2, ema=1.5, **TINY), tmp_path / "refused", show_progress=False)
+    assert not (tmp_path / "refused").exists()  # refused before anything is written
 
 
 def test_a_timed_stop_saves_the_state_and_resumes_exactly(tmp_path):

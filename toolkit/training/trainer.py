@@ -260,8 +260,6 @@ class WeightAverage:
     (1 + n) / (10 + n) over the first updates so an average started mid-run forgets its start."""
 
     def __init__(self, named_params: list[tuple[str, torch.nn.Parameter]], decay: float, state: dict | None = None):
-        if not 0.0 < decay < 1.0:
-            raise UserError(f"--ema must be a decay between 0 and 1, such as 0.999, not {decay}")
         self.names = [name for name, _ in named_params]
         self.params = [p for _, p in named_params]
         self.decay, self.updates = decay, 0
@@ -320,6 +318,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
     """
     recipe = get_recipe(cfg.recipe)
     mix = recipe.data
+    if cfg.ema and not 0.0 < cfg.ema < 1.0:
+        raise UserError(f"--ema must be a decay between 0 and 1, such as 0.999, not {cfg.ema}", "or 0 for the raw weights")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state_root = Path(state_dir) if state_dir is not None else out

@@ -40,6 +40,8 @@ SETTINGS = {
         ("stress calibration, 90th percentile", {"merge": "quantile", "quantile": 0.9, "calibration": "stress"}),
         ("equalised + stress calibration, 90th pct + fusion 1x1 float", {"merge": "quantile", "quantile": 0.9, "calibration": "stress",
                                                                           "keep_float": ["fusion_1x1"], "equalise": True}),
+        ("equalised + stress calibration, 85th pct + fusion 1x1 float", {"merge": "quantile", "quantile": 0.85, "calibration": "stress",
+                                                                          "keep_float": ["fusion_1x1"], "equalise": True}),
     ],
     "onnxruntime": [
         ("per-channel, 7-bit weights, MinMax", {"per_channel": True, "reduce_range": True}),

@@ -27,6 +27,7 @@ MODEL_FILE = "model.tflite"
 FLOAT_LAYERS = {"fusion_1x1": r".*Conv2d_(before_identity|after_rdb).*"}
 REMEDIES = [
     {"merge": "quantile", "quantile": 0.9, "calibration": "stress", "keep_float": ["fusion_1x1"], "equalise": True},
+    {"merge": "quantile", "quantile": 0.85, "calibration": "stress", "keep_float": ["fusion_1x1"], "equalise": True},
     {"merge": "quantile", "quantile": 0.9, "calibration": "stress"},
     {"merge": "quantile", "quantile": 0.9, "calibration": "stress", "keep_float": ["fusion_1x1"]},
     {"merge": "min_max"},

@@ -495,19 +495,23 @@ def test_the_run_in_progress_reproduces_its_recorded_first_steps(tmp_path, run):
             assert float(got[key]) == pytest.approx(expected[key], rel=tolerance), (expected["step"], key)
 
 
+def _grey_cast_table(tmp_path, *args: str, timeout: int = 900) -> dict:
+    """benchmarks/grey_cast.py run as a user runs it, with `args`: its per-condition table."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "greys.json"
+    proc = subprocess.run([sys.executable, "benchmarks/grey_cast.py", *args, "--json", str(out)],
+                          cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(out.read_text())["conditions"]
+
+
 def test_the_grey_cast_benchmark_tells_a_cast_from_noise(tmp_path):
     """benchmarks/grey_cast.py: a grey's mean over draws (the cast) and its spread (the noise). LibRaw +
     NLM renders the greys with the file's exact balance, so at x20 it shows next to no cast; at x100
     the noise that moves single greys is more than twice that at x20, for either method."""
-    import subprocess
-    import sys
-
-    root = Path(__file__).resolve().parents[1]
-    out = tmp_path / "greys.json"
-    proc = subprocess.run([sys.executable, "benchmarks/grey_cast.py", "--draws", "3", "--json", str(out)], cwd=root,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    table = json.loads(out.read_text())["conditions"]
+    table = _grey_cast_table(tmp_path, "--draws", "3", timeout=600)
     assert len(table) == 8
     for name, methods in table.items():
         for row in methods.values():
@@ -526,19 +530,11 @@ def test_the_default_weights_leave_no_cast_on_a_balanced_or_tungsten_raw(tmp_pat
     about 0.1, every single grey too (the previous default weights: 4.6-4.9 everywhere). At x100 a
     single draw's grey is moved by noise of 1-2 (as much for LibRaw + NLM), so single greys there are
     not held to it."""
-    import subprocess
-    import sys
-
     from toolkit.model.checkpoint import DEFAULT_CHECKPOINT
 
     if not DEFAULT_CHECKPOINT.exists():
         pytest.skip("no default weights committed")
-    root = Path(__file__).resolve().parents[1]
-    out = tmp_path / "greys.json"
-    proc = subprocess.run([sys.executable, "benchmarks/grey_cast.py", "--draws", "4", "--size", "576x768", "--json", str(out)],
-                          cwd=root, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    table = json.loads(out.read_text())["conditions"]
+    table = _grey_cast_table(tmp_path, "--draws", "4", "--size", "576x768")
     assert {name.split("@")[0].split("/")[1] for name in table} >= {"balanced raw", "tungsten"}
     for name, methods in table.items():
         ours = methods["LLPackNet"]

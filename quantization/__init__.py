@@ -32,6 +32,38 @@ def remedies(target: str) -> list[dict]:
     return backend(target).REMEDIES
 
 
+# Words for the settings a remedy may carry, so that logs and the remedies benchmark name them alike.
+_SETTING_WORDS = {
+    ("equalise", True): "equalised",
+    ("calibration", "stress"): "stress calibration",
+    ("range", "minmax"): "true min/max", ("range", "mean_minmax"): "mean of per-sample extremes",
+    ("range", "histogram"): "histogram ranges", ("overflow_fix", True): "overflow fix",
+    ("merge", "min_max"): "true min/max merge", ("merge", "moving_average"): "moving-average merge",
+    ("per_channel", True): "per-channel", ("per_channel", False): "per-tensor",
+    ("reduce_range", True): "7-bit weights", ("weights", "u8"): "u8 weights",
+    ("method", "Percentile"): "percentile ranges", ("method", "Entropy"): "entropy ranges",
+}
+_SILENT = {("preset", "mixed"), ("overflow_fix", False), ("reduce_range", False), ("calibration", "base"), ("equalise", False),
+           ("weights", "s8"), ("method", "MinMax")}
+
+
+def describe(remedy: dict | None) -> str:
+    """A remedy in words ("equalised + stress calibration + 85th percentile + fusion_1x1 float"), for logs and reports."""
+    if not remedy:
+        return "defaults"
+    words = []
+    for key, value in sorted(remedy.items(), key=lambda item: item[0] != "equalise"):  # "equalised" first
+        if key == "quantile":
+            words.append(f"{value * 100:.0f}th percentile")
+        elif key == "keep_float":
+            words.extend(f"{group} float" for group in value)
+        elif key == "merge" and value == "quantile" or (key, value) in _SILENT:
+            continue
+        else:
+            words.append(_SETTING_WORDS.get((key, value), f"{key} {value}"))
+    return " + ".join(words) or "defaults"
+
+
 def quantize(body, calibration: CalibrationSet, target: str, size: tuple[int, int], out_dir: Path, remedy: dict | None = None,
              white_balance: str = "none") -> list[str]:
     """Quantize the packed body for `target` and write its files into `out_dir`. A remedy that asks
@@ -49,4 +81,4 @@ def quantize(body, calibration: CalibrationSet, target: str, size: tuple[int, in
     return backend(target).quantize(body, calibration, size, out_dir, **chosen)
 
 
-__all__ = ["CalibrationSet", "quantize", "raw_folder_calibration", "remedies", "synthetic_calibration", "with_stress"]
+__all__ = ["CalibrationSet", "describe", "quantize", "raw_folder_calibration", "remedies", "synthetic_calibration", "with_stress"]

@@ -213,6 +213,18 @@ def test_unknown_target_suggests_the_closest():
         get_target("openvin")
 
 
+
+def test_every_int8_remedy_has_its_own_description_in_words():
+    import quantization
+
+    for target in quantization.BACKENDS:
+        described = [quantization.describe(remedy) for remedy in quantization.remedies(target)]
+        assert len(set(described)) == len(described), (target, described)
+        for remedy, text in zip(quantization.remedies(target), described):
+            assert not any(f"{key} {value}" in text for key, value in remedy.items()), text  # every setting has words
+    assert quantization.describe({"merge": "quantile", "quantile": 0.85, "equalise": True}) == "equalised + 85th percentile"
+    assert quantization.describe(None) == "defaults"
+
 @needs_torch
 @pytest.mark.parametrize("target", TARGETS)
 def test_int8_meets_the_bar_and_is_small(artifacts, tmp_path, target):

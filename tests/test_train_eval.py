@@ -167,6 +167,28 @@ def test_state_lives_where_asked_and_init_goes_on_from_its_step(tmp_path):
     assert [s.get("command") for s in third["segments"]][0] == "llpack train --init moved/to/here.pt"
 
 
+
+def test_larger_crops_late_in_a_run_keep_the_validation_set_the_run_began_with(tmp_path):
+    import csv
+
+    import torch
+
+    from toolkit import load_model
+    from toolkit.training.config import get_recipe
+    from toolkit.training.trainer import VALIDATION_COUNT, TrainConfig, _validation_set, train, training_sampler, validation_psnr
+
+    cfg = TrainConfig(steps=10, validate_every=5, **TINY)
+    train(cfg, tmp_path / "out", show_progress=False, state_dir=tmp_path / "s")
+    larger = TrainConfig(steps=15, validate_every=5, **{**TINY, "crop": 96, "batch_size": 2})
+    result = train(larger, tmp_path / "out", show_progress=False, state_dir=tmp_path / "s")  # resumes, not refused
+    assert result["validation_crop"] == 64 and result["config"]["crop"] == 96
+    assert [s["start_step"] for s in result["segments"]] == [0, 10]
+    logged = {int(r["step"]): float(r["val_psnr"]) for r in csv.DictReader(open(tmp_path / "out" / "loss.csv")) if r.get("val_psnr")}
+    model = load_model(tmp_path / "out" / "llpacknet.pt")  # the raw weights of step 15, scored as the run scored them
+    on_64 = _validation_set(training_sampler(cfg, False), VALIDATION_COUNT, cfg.seed)
+    score = validation_psnr(model, on_64, torch.device("cpu"), get_recipe(cfg.recipe).data.clip_input)
+    assert abs(score - logged[15]) < 1e-3, (score, logged)
+
 def test_the_weight_average_follows_its_formula():
     import torch
 

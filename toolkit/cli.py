@@ -353,8 +353,10 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     defaults = {f.name: f.default for f in fields(TrainConfig)}
     p.add_argument("--recipe", choices=sorted(RECIPES), default=defaults["recipe"],
                    help="what to learn: " + "; ".join(f"{r.name}: {r.description}" for r in RECIPES.values()))
+    later = {"crop": "; may grow on resume (larger patches late in a run: validation keeps the first crop)",
+             "batch_size": "; may change on resume"}
     for name in ("steps", "batch_size", "crop", "seed", "pool_size", "amplifier_samples", "checkpoint_every", "validate_every", "warmup"):
-        p.add_argument("--" + name.replace("_", "-"), type=int, default=defaults[name], help=f"default {defaults[name]}")
+        p.add_argument("--" + name.replace("_", "-"), type=int, default=defaults[name], help=f"default {defaults[name]}{later.get(name, '')}")
     p.add_argument("--lr", type=float, default=defaults["lr"], help=f"peak learning rate, default {defaults['lr']}")
     p.add_argument("--ema", type=float, default=defaults["ema"], metavar="DECAY",
                    help="validate, keep and write a moving average of the weights with this decay (0.999: about the last "

@@ -220,9 +220,11 @@ def export(
             for old in stage.iterdir():
                 old.unlink()
             start = time.perf_counter()
-            calibration_set = None
+            calibration_set, remedy_text = None, ""
             if precision == "int8":
-                from quantization import quantize, with_stress
+                from quantization import describe, quantize, with_stress
+
+                remedy_text = f" with {describe(remedy)}"
 
                 coverage = remedy.get("calibration", "base")  # "stress": plus the stress categories, made once
                 if coverage not in calibration_sets:
@@ -234,7 +236,7 @@ def export(
             build_s = time.perf_counter() - start
             size_mb = sum((stage / f).stat().st_size for f in files) / 1e6
             log.info("%s %s: built %s in %.1f s (%.2f MB)%s", target.name, precision, ", ".join(files), build_s, size_mb,
-                     f" with {remedy}" if remedy else "")
+                     remedy_text)
             start = time.perf_counter()
             runner = target.load(stage, {"precision": precision})
             validation = validate(runner, images, references)
@@ -245,7 +247,7 @@ def export(
             if meets_bar(precision, validation):
                 break
             log.warning("%s %s%s misses the bar (%s): PSNR vs FP32 %s dB%s, max abs error %.2e", target.name, precision,
-                        f" with {remedy}" if remedy else "", _bar_text(precision), validation["psnr_vs_fp32_db"],
+                        remedy_text, _bar_text(precision), validation["psnr_vs_fp32_db"],
                         f", stress mean {stress['mean_db']} dB, worst {stress['worst_db']} dB ({stress['worst_image']})" if stress else "",
                         validation["max_abs_error"])
         degraded = not meets_bar(precision, validation)

@@ -23,7 +23,7 @@ import platform
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -45,8 +45,11 @@ from .torch_synth import synthesise
 log = logging.getLogger(__name__)
 
 STATE_FILE = "train_state.pt"
+# May differ on resume: larger patches late in a run (--crop, --batch-size) among them; the validation
+# set keeps the crop the run began with, so "best so far" stays comparable across the change.
 _RESUMABLE_CHANGES = ("steps", "checkpoint_every", "log_every", "device", "precision", "save_every_s", "validate_every", "synthesis",
-                      "ema")  # may differ on resume
+                      "ema", "crop", "batch_size")
+VALIDATION_COUNT = 16
 FINAL_FILE = "llpacknet.pt"
 FIRST_LOG_ROWS = 2  # the first logged losses a record keeps, so a test can re-run them
 BEST_FILE = "best.pt"
@@ -236,16 +239,15 @@ def _forward(model: torch.nn.Module, x: torch.Tensor, gain: torch.Tensor, white_
     return model(x, gain=gain)
 
 
-def validation_psnr(model: torch.nn.Module, data, device: torch.device, dtype, clip: bool = False) -> float:
-    """Mean PSNR (dB) over the validation images at their true ratios, output clipped as shipped."""
+def validation_psnr(model: torch.nn.Module, data, device: torch.device, clip: bool = False) -> float:
+    """Mean PSNR (dB) over the validation images at their true ratios, output clipped as shipped. Always
+    in FP32, whatever the training precision, so a run that changes --precision still compares its scores."""
     x, y, ratio, white_balance = data
     scores = []
     model.eval()
     with torch.inference_mode():
         for i in range(len(x)):
-            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                out = _forward(model, x[i : i + 1].to(device), ratio[i : i + 1].to(device),
-                               white_balance[i : i + 1].to(device), clip)
+            out = _forward(model, x[i : i + 1].to(device), ratio[i : i + 1].to(device), white_balance[i : i + 1].to(device), clip)
             mse = ((out.float().clamp(0, 1) - y[i : i + 1].to(device)) ** 2).mean().item()
             scores.append(10 * math.log10(1.0 / max(mse, 1e-12)))
     model.train()
@@ -333,6 +335,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
     start_step, elapsed_before, amplifier_fit_error, best = 0, 0.0, None, None
     segments: list[dict] = []
     first_log: list[dict] | None = None  # a run seeded from its own earlier weights keeps their first losses
+    validation_crop = cfg.crop  # what "best so far" is judged on: the crop the run began with
     state_path = state_root / STATE_FILE
     amplifier_ready = False
     activation_ranges = None
@@ -356,6 +359,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
         average_state = state.get("ema")
         segments = list(state.get("segments", []))
         first_log = state.get("first_log")
+        validation_crop = int(state.get("validation_crop", state["config"]["crop"]))
         amplifier_ready = True
         log.info("resuming %s at step %d of %d", state_path, start_step, cfg.steps)
     elif init is not None:
@@ -376,6 +380,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
             best = earlier.get("best") if isinstance(earlier.get("best"), dict) else None
             elapsed_before = float(earlier.get("train_seconds") or 0.0)
             amplifier_fit_error = earlier.get("amplifier_fit_median_log_error")
+            validation_crop = int(earlier.get("validation_crop") or (earlier.get("config") or {}).get("crop", cfg.crop))
         log.info("no resume state: starting from %s at step %d with a fresh optimiser", init, start_step)
     sampler = training_sampler(cfg, show_progress)
     bar = Progress(cfg.steps, "train", show_progress, start=start_step)
@@ -387,7 +392,12 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
             log.info("amplifier fitted: median |log gain error| %.3f", amplifier_fit_error)
         model.amplifier.requires_grad_(False)
     quantiser = ActivationQuantiser(model, activation_ranges, recipe.quantisation_aware) if recipe.quantisation_aware else None
-    validation = _validation_set(sampler, 16, cfg.seed) if cfg.validate_every else None
+    validation = None
+    if cfg.validate_every:
+        if validation_crop != cfg.crop:
+            log.info("training on %dx%d crops, validating on %dx%d as the run began", cfg.crop, cfg.crop, validation_crop, validation_crop)
+        validation_sampler = sampler if validation_crop == cfg.crop else training_sampler(replace(cfg, crop=validation_crop), show_progress)
+        validation = _validation_set(validation_sampler, VALIDATION_COUNT, cfg.seed)
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
     average = None
@@ -412,7 +422,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
                 "torch": str(torch.__version__), "final_l1": history.rows[-1]["l1"] if history.rows else None,
                 "amplifier_fit_median_log_error": amplifier_fit_error, "input": {"white_balance": mix.white_balance},
                 "segments": segments + [{**segment, "end_step": step, "seconds": round(time.monotonic() - started, 1)}],
-                "best": best, "first_log": first_log or history.rows[:FIRST_LOG_ROWS]}
+                "best": best, "first_log": first_log or history.rows[:FIRST_LOG_ROWS], "validation_crop": validation_crop}
 
     def save_weights(path: Path, step: int) -> None:
         with kept_weights():
@@ -425,7 +435,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
             "step": step, "elapsed_s": elapsed_before + time.monotonic() - started, "config": asdict(cfg), "log": history.rows,
             "amplifier_fit_error": amplifier_fit_error, "best": best,
             "activation_ranges": quantiser.state_dict() if quantiser else None, "first_log": first_log,
-            "ema": average.state_dict() if average else None,
+            "ema": average.state_dict() if average else None, "validation_crop": validation_crop,
             "segments": segments + [{**segment, "end_step": step, "seconds": round(time.monotonic() - started, 1)}],
         }
         with atomic_path(state_path) as tmp:
@@ -438,11 +448,11 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
     def validate(step: int) -> None:
         nonlocal best
         with kept_weights():
-            score = validation_psnr(model, validation, device, dtype, mix.clip_input)
+            score = validation_psnr(model, validation, device, mix.clip_input)
         if history.rows and history.rows[-1]["step"] == step:
             history.rows[-1]["val_psnr"] = round(score, 4)
             if average:  # the raw weights' score beside the average's, so the log shows what it brings
-                history.rows[-1]["val_psnr_raw"] = round(validation_psnr(model, validation, device, dtype, mix.clip_input), 4)
+                history.rows[-1]["val_psnr_raw"] = round(validation_psnr(model, validation, device, mix.clip_input), 4)
         if best is None or score > best["psnr_db"]:
             best = {"step": step, "psnr_db": round(score, 4)}
             for folder in {out, state_root}:

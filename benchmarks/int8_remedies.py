@@ -72,7 +72,7 @@ def main() -> None:
         references = [body(torch.from_numpy(item.packed)).numpy() for item in images]
     calibration = synthetic_calibration(white_balance=white_balance)
     rows = []
-    print(f"{'target':<12} {'settings':<70} {'stress mean':>11} {'worst':>7} {'held-out':>9}  gate")
+    print(f"{'target':<12} {'settings':<78} {'stress mean':>11} {'worst':>7} {'held-out':>9}  gate")
     for target in args.targets.split(","):
         for label, settings in settings_to_measure(target):
             if args.only not in label:
@@ -87,7 +87,7 @@ def main() -> None:
                    "held_out_db": result["psnr_vs_fp32_db"], "passes": meets_bar("int8", result),
                    "categories": stress["categories"], "seconds": round(time.perf_counter() - start, 1)}
             rows.append(row)
-            print(f"{target:<12} {label:<70} {stress['mean_db']:>11.2f} {stress['worst_db']:>7.2f} {result['psnr_vs_fp32_db']:>9.2f}"
+            print(f"{target:<12} {label:<78} {stress['mean_db']:>11.2f} {stress['worst_db']:>7.2f} {result['psnr_vs_fp32_db']:>9.2f}"
                   f"  {'pass' if row['passes'] else 'fail'}", flush=True)
     if args.json:
         args.json.write_text(json.dumps({"size": list(size), "rows": rows}, indent=1))

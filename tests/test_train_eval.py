@@ -563,3 +563,24 @@ def test_the_default_weights_leave_no_cast_on_a_balanced_or_tungsten_raw(tmp_pat
         assert ours["cast"] <= 3.0, (name, ours)
         if name.endswith("@x20"):
             assert ours["worst_single"] <= 3.0, (name, ours)
+
+
+def test_the_error_budget_oracle_finds_a_shared_brightness_and_pays_for_a_spread_one():
+    import importlib.util
+    from types import SimpleNamespace
+
+    from toolkit.data.synth import UnprocessParams, dead_leaves
+
+    spec = importlib.util.spec_from_file_location("error_budget", Path(__file__).resolve().parents[1] / "benchmarks" / "error_budget.py")
+    budget = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(budget)
+    images = [dead_leaves((64, 64), np.random.default_rng(i)) for i in range(3)]
+
+    def scenes(factors):
+        return [SimpleNamespace(pair=SimpleNamespace(target=image, unprocess=UnprocessParams(2.0, 1.7, 1.0 / factor)))
+                for image, factor in zip(images, factors)]
+
+    shared, guess = budget.exposure_blind_oracle(scenes([0.8, 0.8, 0.8]))
+    assert guess == 0.8 and shared > 45
+    spread, _ = budget.exposure_blind_oracle(scenes([0.7, 0.8, 0.9]))
+    assert 20 < spread < shared - 10

@@ -24,13 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def psnr(image: np.ndarray, target: np.ndarray) -> float:
-    return float(10 * np.log10(1.0 / max(float(((image - target) ** 2).mean()), 1e-12)))
-
-
 def exposure_blind_oracle(scenes) -> tuple[float, float]:
     """(mean PSNR, the factor): each ground truth re-rendered with its brightness factor replaced by one
     constant guess, through the set's own tone curve."""
+    from toolkit.data.metrics import psnr
     from toolkit.data.synth import gamma_expand, inverse_tone
 
     def render(linear: np.ndarray) -> np.ndarray:
@@ -53,9 +50,10 @@ def main() -> None:
     args = parser.parse_args()
 
     from toolkit.data.dataset import evaluation_scenes
+    from toolkit.data.metrics import psnr
     from toolkit.deploy.enhance import Enhancer
     from toolkit.progress import Progress
-    from toolkit.training.evaluate import aligned_psnr, gain_aligned_psnr, scene_mosaic
+    from toolkit.training.evaluate import aligned_psnr, gain_aligned_psnr, least_squares_gain, scene_mosaic
 
     enhancer = Enhancer(checkpoint=args.checkpoint, ratio=1.0)
     scenes = evaluation_scenes()
@@ -66,7 +64,7 @@ def main() -> None:
         target = scene.pair.target.astype(np.float64)
         inner = np.zeros(target.shape[:2], bool)
         inner[args.ring : -args.ring, args.ring : -args.ring] = True
-        gain = float((image * target).sum() / max((image * image).sum(), 1e-12))
+        gain = least_squares_gain(image, target)
         rows.append({"name": scene.name, "psnr": psnr(image, target), "gain_aligned": gain_aligned_psnr(image, target),
                      "colour_aligned": aligned_psnr(image, target), "gain": gain,
                      "interior": psnr(image[inner], target[inner]), "ring": psnr(image[~inner], target[~inner])})

@@ -213,7 +213,6 @@ def test_unknown_target_suggests_the_closest():
         get_target("openvin")
 
 
-
 def test_every_int8_remedy_has_its_own_description_in_words():
     import quantization
 
@@ -224,6 +223,7 @@ def test_every_int8_remedy_has_its_own_description_in_words():
             assert not any(f"{key} {value}" in text for key, value in remedy.items()), text  # every setting has words
     assert quantization.describe({"merge": "quantile", "quantile": 0.85, "equalise": True}) == "equalised + 85th percentile"
     assert quantization.describe(None) == "defaults"
+
 
 @needs_torch
 @pytest.mark.parametrize("target", TARGETS)

@@ -167,7 +167,6 @@ def test_state_lives_where_asked_and_init_goes_on_from_its_step(tmp_path):
     assert [s.get("command") for s in third["segments"]][0] == "llpack train --init moved/to/here.pt"
 
 
-
 def test_larger_crops_late_in_a_run_keep_the_validation_set_the_run_began_with(tmp_path):
     import csv
 
@@ -188,6 +187,7 @@ def test_larger_crops_late_in_a_run_keep_the_validation_set_the_run_began_with(t
     on_64 = _validation_set(training_sampler(cfg, False), VALIDATION_COUNT, cfg.seed)
     score = validation_psnr(model, on_64, torch.device("cpu"), get_recipe(cfg.recipe).data.clip_input)
     assert abs(score - logged[15]) < 1e-3, (score, logged)
+
 
 def test_the_weight_average_follows_its_formula():
     import torch

@@ -93,11 +93,16 @@ def aligned_psnr(image: np.ndarray, target: np.ndarray) -> float:
     return psnr(np.clip(design @ fit, 0, 1).reshape(target.shape), target)
 
 
+def least_squares_gain(image: np.ndarray, target: np.ndarray) -> float:
+    """The one global gain that brings `image` nearest `target` (least squares): the exposure error."""
+    x, y = np.asarray(image, np.float64), np.asarray(target, np.float64)
+    return float((x * y).sum() / max((x * x).sum(), 1e-12))
+
+
 def gain_aligned_psnr(image: np.ndarray, target: np.ndarray) -> float:
     """PSNR after the one global gain that best matches `target`: exposure apart from everything else."""
-    x, y = np.asarray(image, np.float64), np.asarray(target, np.float64)
-    scale = float((x * y).sum() / max((x * x).sum(), 1e-12))
-    return psnr(np.clip(x * scale, 0, 1), y)
+    x = np.asarray(image, np.float64)
+    return psnr(np.clip(x * least_squares_gain(x, target), 0, 1), np.asarray(target, np.float64))
 
 
 def ciede2000(image: np.ndarray, target: np.ndarray) -> float:

@@ -394,9 +394,10 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
     quantiser = ActivationQuantiser(model, activation_ranges, recipe.quantisation_aware) if recipe.quantisation_aware else None
     validation = None
     if cfg.validate_every:
+        validation_sampler = sampler
         if validation_crop != cfg.crop:
             log.info("training on %dx%d crops, validating on %dx%d as the run began", cfg.crop, cfg.crop, validation_crop, validation_crop)
-        validation_sampler = sampler if validation_crop == cfg.crop else training_sampler(replace(cfg, crop=validation_crop), show_progress)
+            validation_sampler = training_sampler(replace(cfg, crop=validation_crop), show_progress)
         validation = _validation_set(validation_sampler, VALIDATION_COUNT, cfg.seed)
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)

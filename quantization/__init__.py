@@ -54,7 +54,7 @@ def describe(remedy: dict | None) -> str:
     words = []
     for key, value in sorted(remedy.items(), key=lambda item: item[0] != "equalise"):  # "equalised" first
         if key == "quantile":
-            words.append(f"{value * 100:.0f}th percentile")
+            words.append(f"{value * 100:g}th percentile")  # 90th, 82.5th
         elif key == "keep_float":
             words.extend(f"{group} float" for group in value)
         elif key == "merge" and value == "quantile" or (key, value) in _SILENT:

@@ -222,6 +222,7 @@ def test_every_int8_remedy_has_its_own_description_in_words():
         for remedy, text in zip(quantization.remedies(target), described):
             assert not any(f"{key} {value}" in text for key, value in remedy.items()), text  # every setting has words
     assert quantization.describe({"merge": "quantile", "quantile": 0.85, "equalise": True}) == "equalised + 85th percentile"
+    assert quantization.describe({"merge": "quantile", "quantile": 0.825}) == "82.5th percentile"  # not rounded to a neighbour
     assert quantization.describe(None) == "defaults"
 
 

@@ -243,6 +243,36 @@ def test_a_timed_stop_saves_the_state_and_resumes_exactly(tmp_path):
     train(cfg, tmp_path / "straight", show_progress=False)
     stopped = train(cfg, tmp_path / "stopped", show_progress=False, stop_after_s=0.0)
     assert stopped["stopped_early"] and stopped["steps"] == 1 and not (tmp_path / "stopped" / "llpacknet.pt").exists()
+    assert stopped["checkpoint"] == str(tmp_path / "stopped" / "latest.pt")  # the weights so far, to score mid-run
+    train(cfg, tmp_path / "stopped", show_progress=False)
+    assert_same_weights(tmp_path / "straight" / "llpacknet.pt", tmp_path / "stopped" / "llpacknet.pt")
+
+
+def test_sigterm_stops_cleanly_with_weights_that_evaluate_and_resumes_exactly(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from toolkit import load_model
+    from toolkit.data import dataset
+    from toolkit.training.trainer import TrainConfig, train
+
+    cfg = TrainConfig(steps=12, ema=0.9, **TINY)
+    train(cfg, tmp_path / "straight", show_progress=False)
+    original = dataset.TrainingSampler.batch
+
+    def batch(self, step):  # the scheduler's SIGTERM, arriving mid-run
+        if step == 4:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, step)
+
+    monkeypatch.setattr(dataset.TrainingSampler, "batch", batch)
+    stopped = train(cfg, tmp_path / "stopped", show_progress=False)
+    monkeypatch.setattr(dataset.TrainingSampler, "batch", original)
+    assert stopped["stopped_early"] and 3 <= stopped["steps"] < 12
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is the caller's again
+    latest = tmp_path / "stopped" / "latest.pt"
+    record = json.loads(latest.with_suffix(".json").read_text())
+    assert record["steps"] == stopped["steps"] and load_model(latest).training_meta["step"] == stopped["steps"]
     train(cfg, tmp_path / "stopped", show_progress=False)
     assert_same_weights(tmp_path / "straight" / "llpacknet.pt", tmp_path / "stopped" / "llpacknet.pt")
 

@@ -345,7 +345,8 @@ def _add_train(p: argparse.ArgumentParser) -> None:
                                    "outside any work tree, so a new checkout goes on where the last one stopped)")
     p.add_argument("--init", help="checkpoint to start from when there is no resume state (fresh optimiser; a checkpoint "
                                   "of the same recipe also sets the step to go on from, and its record goes on)")
-    p.add_argument("--max-minutes", type=float, help="stop cleanly after this many minutes (the state is saved; run again to go on)")
+    p.add_argument("--max-minutes", type=float, help="stop cleanly after this many minutes (the state and the weights so far, latest.pt, are saved; "
+                        "run again to go on; SIGTERM and Ctrl-C stop the same way)")
     p.add_argument("--stop-at", dest="stop_at", type=int, metavar="STEP",
                    help="stop cleanly after this step, the schedule still that of --steps (to re-run a run's first steps)")
     p.add_argument("--photos", dest="photos_dir", help="folder of extra clean sRGB photos to train on")
@@ -394,7 +395,8 @@ def _run_train(args: argparse.Namespace) -> dict:
 
 def _render_train(r: dict) -> str:
     if r.get("stopped_early"):
-        return f"stopped at step {r['steps']} as asked ({r['train_seconds']:.0f} s in all); state {r['state']}: run the same command to go on"
+        return (f"stopped at step {r['steps']} as asked ({r['train_seconds']:.0f} s in all); weights so far {r['checkpoint']}; "
+                f"state {r['state']}: run the same command to go on")
     return f"trained {r['steps']} steps in {r['train_seconds']:.0f} s; checkpoint {r['checkpoint']} (final L1 {r['final_l1']})"
 
 

@@ -20,6 +20,8 @@ import io
 import logging
 import math
 import platform
+import signal
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
@@ -53,6 +55,31 @@ VALIDATION_COUNT = 16
 FINAL_FILE = "llpacknet.pt"
 FIRST_LOG_ROWS = 2  # the first logged losses a record keeps, so a test can re-run them
 BEST_FILE = "best.pt"
+LATEST_FILE = "latest.pt"  # weights written where a run stops early, so they can be scored before it finishes
+
+
+@contextmanager
+def stop_requests():
+    """Inside the block, SIGTERM and Ctrl-C ask the run to stop cleanly after the step in hand (its state
+    and evaluable weights saved) rather than kill it between checkpoints; a second one stops at once.
+    Yields a callable saying whether a stop was asked. Outside the main thread it never is."""
+    asked: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+
+    def ask(signum, frame):
+        if asked:
+            raise KeyboardInterrupt
+        asked.append(signum)
+        log.warning("stopping after this step (again to stop at once)")
+
+    saved = {s: signal.signal(s, ask) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield lambda: bool(asked)
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
 
 
 @dataclass
@@ -316,7 +343,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
     the best weights so far are kept as `best.pt` (with `best.json`) in both folders.
     `stop_after_s` ends the run cleanly after that much time (the state is saved; run again to go on),
     `stop_at_step` after that step, with the learning-rate schedule still that of `cfg.steps` (how a
-    test re-runs a recorded run's first steps).
+    test re-runs a recorded run's first steps); SIGTERM and Ctrl-C stop it the same way. A run that
+    stops early writes the weights it keeps so far as `latest.pt` (with `latest.json`), which
+    `llpack evaluate` and `llpack publish` read like the final ones.
     """
     recipe = get_recipe(cfg.recipe)
     mix = recipe.data
@@ -462,7 +491,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
             log.info("step %d: validation %.2f dB, the best so far: kept", step, score)
 
     stopped_early, done = False, start_step
-    with ThreadPoolExecutor(1) as pool:  # synthesise the next batch while this one trains
+    with stop_requests() as stop_asked, ThreadPoolExecutor(1) as pool:  # synthesise the next batch while this one trains
         on_device = synthesis_on_device(cfg, device)
         produce = sampler.draw_batch if on_device else sampler.batch
         upcoming = pool.submit(produce, start_step) if start_step < cfg.steps else None
@@ -508,7 +537,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
             if validation is not None and (done % cfg.validate_every == 0 or done == cfg.steps):
                 validate(done)
             out_of_time = ((stop_after_s is not None and time.monotonic() - started >= stop_after_s)
-                           or (stop_at_step is not None and done >= stop_at_step))
+                           or (stop_at_step is not None and done >= stop_at_step) or stop_asked())
             if done % cfg.checkpoint_every == 0 or done == cfg.steps or out_of_time or time.monotonic() - last_save >= cfg.save_every_s:
                 checkpoint(done)
                 last_save = time.monotonic()
@@ -524,7 +553,10 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
     model = model.to(memory_format=torch.contiguous_format).eval()
     record = record_now(cfg.steps if not stopped_early else done)
     if stopped_early:
-        return {**record, "checkpoint": None, "stopped_early": True, "out": str(out), "state": str(state_path)}
+        latest = out / LATEST_FILE
+        save_weights(latest, done)
+        atomic_write_json(latest.with_suffix(".json"), record)
+        return {**record, "checkpoint": str(latest), "stopped_early": True, "out": str(out), "state": str(state_path)}
     final = out / FINAL_FILE
     save_weights(final, cfg.steps)
     atomic_write_json(out / "train_record.json", record)

@@ -85,6 +85,12 @@ RECIPES["detail-wb-v5-int8"] = replace(
     description="detail-wb-v4-int8 with activations rounded where the INT8 exporters quantise them: every tensor as "
                 "it is produced, over its own range, instead of each convolution's (concatenated) input",
 )
+RECIPES["detail-wb-v6-int8"] = replace(
+    RECIPES["detail-wb-v4-int8"], name="detail-wb-v6-int8",
+    data=replace(RECIPE_V3_DATA, ratio_bands=((0.45, 80.0, 320.0), (0.3, 10.0, 80.0), (0.25, 1.0, 10.0))),
+    description="detail-wb-v4-int8 with a quarter of the samples near clean (x1-x10, where v4 has a tenth), "
+                "for the detail a near-clean input still carries",
+)
 DEFAULT_RECIPE = "detail-wb-v2"
 
 

@@ -266,10 +266,11 @@ def test_sigterm_stops_cleanly_with_weights_that_evaluate_and_resumes_exactly(tm
         return original(self, step)
 
     monkeypatch.setattr(dataset.TrainingSampler, "batch", batch)
+    callers = signal.getsignal(signal.SIGTERM)
     stopped = train(cfg, tmp_path / "stopped", show_progress=False)
     monkeypatch.setattr(dataset.TrainingSampler, "batch", original)
     assert stopped["stopped_early"] and 3 <= stopped["steps"] < 12
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is the caller's again
+    assert signal.getsignal(signal.SIGTERM) is callers  # the handler is the caller's again
     latest = tmp_path / "stopped" / "latest.pt"
     record = json.loads(latest.with_suffix(".json").read_text())
     assert record["steps"] == stopped["steps"] and load_model(latest).training_meta["step"] == stopped["steps"]

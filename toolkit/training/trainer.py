@@ -454,9 +454,10 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
                 "segments": segments + [{**segment, "end_step": step, "seconds": round(time.monotonic() - started, 1)}],
                 "best": best, "first_log": first_log or history.rows[:FIRST_LOG_ROWS], "validation_crop": validation_crop}
 
-    def save_weights(path: Path, step: int) -> None:
+    def save_weights(path: Path, step: int, record: dict) -> None:
+        """The weights the run keeps, with the same record as the JSON written beside them."""
         with kept_weights():
-            save_checkpoint(model, path, **_weights_meta(cfg.recipe, mix.white_balance, step, record_now(step)))
+            save_checkpoint(model, path, **_weights_meta(cfg.recipe, mix.white_balance, step, record))
 
     def checkpoint(step: int) -> None:
         payload = {
@@ -485,9 +486,10 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
                 history.rows[-1]["val_psnr_raw"] = round(validation_psnr(model, validation, device, mix.clip_input), 4)
         if best is None or score > best["psnr_db"]:
             best = {"step": step, "psnr_db": round(score, 4)}
+            record = record_now(step)
             for folder in {out, state_root}:
-                save_weights(folder / BEST_FILE, step)
-                atomic_write_json(folder / BEST_FILE.replace(".pt", ".json"), record_now(step))
+                save_weights(folder / BEST_FILE, step, record)
+                atomic_write_json(folder / BEST_FILE.replace(".pt", ".json"), record)
             log.info("step %d: validation %.2f dB, the best so far: kept", step, score)
 
     stopped_early, done = False, start_step
@@ -551,16 +553,13 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, show_progr
     if quantiser:
         quantiser.remove()
     model = model.to(memory_format=torch.contiguous_format).eval()
-    record = record_now(cfg.steps if not stopped_early else done)
-    if stopped_early:
-        latest = out / LATEST_FILE
-        save_weights(latest, done)
-        atomic_write_json(latest.with_suffix(".json"), record)
-        return {**record, "checkpoint": str(latest), "stopped_early": True, "out": str(out), "state": str(state_path)}
-    final = out / FINAL_FILE
-    save_weights(final, cfg.steps)
-    atomic_write_json(out / "train_record.json", record)
-    return {**record, "checkpoint": str(final), "out": str(out), "state": str(state_path)}
+    step = done if stopped_early else cfg.steps
+    record = record_now(step)
+    weights = out / (LATEST_FILE if stopped_early else FINAL_FILE)
+    save_weights(weights, step, record)
+    atomic_write_json(weights.with_suffix(".json") if stopped_early else out / "train_record.json", record)
+    result = {**record, "checkpoint": str(weights), "out": str(out), "state": str(state_path)}
+    return {**result, "stopped_early": True} if stopped_early else result
 
 
 def _now() -> str:

@@ -391,6 +391,25 @@ def test_noise_sigma_estimate_and_denoiser_help_on_noise():
     assert psnr(denoised_baseline(noisy), clean) > psnr(noisy, clean) + 3
 
 
+def test_the_ssim_loss_is_the_complement_of_the_score_evaluation_reports_and_has_a_gradient():
+    import torch
+
+    from toolkit.data.metrics import ssim
+    from toolkit.training.losses import LOSSES
+
+    rng = np.random.default_rng(1)
+    target = rng.random((2, 3, 40, 52), dtype=np.float32)
+    output = np.clip(target + rng.normal(0, 0.1, target.shape), 0, 1).astype(np.float32)
+    out = torch.from_numpy(output).requires_grad_()
+    loss = LOSSES["ssim"](out, torch.from_numpy(target))
+    scores = [ssim(output[i].transpose(1, 2, 0), target[i].transpose(1, 2, 0)) for i in range(2)]
+    assert float(loss) == pytest.approx(1 - np.mean(scores), abs=1e-5)
+    assert 0.05 < float(loss) < 0.95
+    loss.backward()
+    assert out.grad.abs().sum() > 0
+    assert float(LOSSES["ssim"](torch.from_numpy(target), torch.from_numpy(target))) == pytest.approx(0, abs=1e-6)
+
+
 def test_training_with_the_torch_synthesiser(tmp_path):
     from toolkit.training.trainer import TrainConfig, train
 

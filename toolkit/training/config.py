@@ -91,6 +91,12 @@ RECIPES["detail-wb-v6-int8"] = replace(
     description="detail-wb-v4-int8 with a quarter of the samples near clean (x1-x10, where v4 has a tenth), "
                 "for the detail a near-clean input still carries",
 )
+RECIPES["detail-wb-v7-int8"] = replace(
+    RECIPES["detail-wb-v4-int8"], name="detail-wb-v7-int8",
+    loss=(("l1", 1.0), ("gradient", 0.2), ("ssim", 0.5)),
+    description="detail-wb-v4-int8 with a structural-similarity term (1 - SSIM, as the evaluation scores it) "
+                "beside L1 and the gradient term: L1 weighs a flat region's small errors like an edge's",
+)
 DEFAULT_RECIPE = "detail-wb-v2"
 
 

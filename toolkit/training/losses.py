@@ -27,7 +27,24 @@ def spectrum(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (torch.fft.rfft2(output.float()) - torch.fft.rfft2(target.float())).abs().mean() / size ** 0.5
 
 
-LOSSES = {"l1": l1, "gradient": gradient, "spectrum": spectrum}
+def ssim(output: torch.Tensor, target: torch.Tensor, win: int = 7) -> torch.Tensor:
+    """1 - SSIM, with the window, covariance and constants that `toolkit.data.metrics.ssim` scores
+    (uniform 7x7, sample covariance, valid windows, images in [0, 1]), so the loss is the score's own
+    complement: L1 gives a flat region's small errors the weight of an edge's, SSIM weighs structure."""
+    x, y = output.float(), target.float()
+    mean = lambda t: torch.nn.functional.avg_pool2d(t, win, stride=1)  # noqa: E731
+    n = win * win
+    mx, my = mean(x), mean(y)
+    cov = n / (n - 1)
+    vx = cov * (mean(x * x) - mx * mx)
+    vy = cov * (mean(y * y) - my * my)
+    vxy = cov * (mean(x * y) - mx * my)
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    s = ((2 * mx * my + c1) * (2 * vxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+    return 1 - s.mean()
+
+
+LOSSES = {"l1": l1, "gradient": gradient, "spectrum": spectrum, "ssim": ssim}
 
 
 def combined_loss(terms: tuple[tuple[str, float], ...], output: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict]:

@@ -65,5 +65,6 @@ def main() -> None:
         median = statistics.median(times)
         print(f"{recipe:20} {mode:20} median step {median * 1000:7.1f} ms   / first fp32: {median / base:.3f}")
 
+
 if __name__ == "__main__":
     main()

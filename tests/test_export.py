@@ -254,8 +254,11 @@ def test_int8_meets_the_bar_and_is_small(artifacts, tmp_path, target):
     assert manifest["calibration"]["kind"] == "synthetic" and v["attempts"]
     fp32_bytes = sum((Path(artifacts[target]["path"]) / f).stat().st_size for f in artifacts[target]["files"])
     int8_bytes = sum((tmp_path / "int8" / f).stat().st_size for f in manifest["files"])
-    # OpenVINO keeps the two 1x1 fusion convolutions in FP32 (28,672 weights, 0.11 MB): 0.31x, not 0.3x.
-    assert int8_bytes <= (0.33 if target == "openvino" else 0.3) * fp32_bytes
+    # OpenVINO keeps FP32 weights for the layer groups its remedy names: the two 1x1 fusion convolutions
+    # (28,672 weights, 0.11 MB) make 0.31x, not 0.3x; the four input-plane convolutions add 0.44 MB (0.36x).
+    kept_float = v["attempts"][-1]["settings"].get("keep_float", [])
+    bound = 0.3 if target != "openvino" else 0.38 if "input_planes" in kept_float else 0.33
+    assert int8_bytes <= bound * fp32_bytes
     if target == "tflite":  # full-integer I/O, described so a C++ caller can (de)quantise
         saved = json.loads((tmp_path / "int8" / "manifest.json").read_text())
         assert saved["input"]["dtype"] == "int8" and saved["input"]["quantization"]["scale"] > 0

@@ -515,7 +515,8 @@ def test_the_int8_recipe_resumes_to_the_same_weights_and_fits_the_amplifier_on_i
 
 
 @needs_torch
-@pytest.mark.parametrize("run", ["detail-wb-v2", "detail-wb-v3", "detail-wb-v4-int8", "detail-wb-v4-int8-from-first"])
+@pytest.mark.parametrize("run", ["detail-wb-v2-best", "detail-wb-v3-best", "detail-wb-v4-int8-best", "detail-wb-v4-int8-from-first-best",
+                                 "detail-wb-v7-int8-step16000"])
 def test_the_run_in_progress_reproduces_its_recorded_first_steps(tmp_path, run):
     """A committed in-training record's first command (seeded from committed weights where it was),
     re-run for its first 100 steps: the same logged losses (bf16 on another CPU may differ in the last
@@ -528,7 +529,7 @@ def test_the_run_in_progress_reproduces_its_recorded_first_steps(tmp_path, run):
     from toolkit.model.checkpoint import DEFAULT_CHECKPOINT
     from toolkit.training.trainer import cpu_has_native_bf16
 
-    record_file = DEFAULT_CHECKPOINT.parent / "in-training" / f"{run}-best.json"
+    record_file = DEFAULT_CHECKPOINT.parent / "in-training" / f"{run}.json"
     if not record_file.exists():
         pytest.skip(f"no {run} run is committed")
     if not all(Path(p.path_text).exists() for p in SYSTEM_TRAIN_PHOTOS) and not os.environ.get("LLPACK_SYSTEM_ROOT"):

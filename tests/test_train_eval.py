@@ -248,33 +248,54 @@ def test_a_timed_stop_saves_the_state_and_resumes_exactly(tmp_path):
     assert_same_weights(tmp_path / "straight" / "llpacknet.pt", tmp_path / "stopped" / "llpacknet.pt")
 
 
-def test_sigterm_stops_cleanly_with_weights_that_evaluate_and_resumes_exactly(tmp_path, monkeypatch):
-    import os
-    import signal
+# The stopped run of the next test, in a process of its own as a scheduler's SIGTERM finds it: delivered
+# inside the test process, after earlier tests had loaded several native runtimes, it once crashed pytest.
+_SIGTERM_AT_STEP_4 = """
+import json, os, signal, sys
+import torch
+from toolkit.data import dataset
+from toolkit.training.trainer import TrainConfig, train
+
+config, out, threads = json.loads(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+torch.set_num_threads(threads)
+original = dataset.TrainingSampler.batch
+
+def batch(self, step):
+    if step == 4:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return original(self, step)
+
+dataset.TrainingSampler.batch = batch
+callers = signal.getsignal(signal.SIGTERM)
+result = train(TrainConfig(**config), out, show_progress=False)
+print(json.dumps({"stopped_early": result["stopped_early"], "steps": result["steps"],
+                  "handler_restored": signal.getsignal(signal.SIGTERM) is callers}))
+"""
+
+
+def test_sigterm_stops_cleanly_with_weights_that_evaluate_and_resumes_exactly(tmp_path):
+    import subprocess
+    import sys
+
+    import torch
 
     from toolkit import load_model
-    from toolkit.data import dataset
     from toolkit.training.trainer import TrainConfig, train
 
-    cfg = TrainConfig(steps=12, ema=0.9, **TINY)
-    train(cfg, tmp_path / "straight", show_progress=False)
-    original = dataset.TrainingSampler.batch
-
-    def batch(self, step):  # the scheduler's SIGTERM, arriving mid-run
-        if step == 4:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return original(self, step)
-
-    monkeypatch.setattr(dataset.TrainingSampler, "batch", batch)
-    callers = signal.getsignal(signal.SIGTERM)
-    stopped = train(cfg, tmp_path / "stopped", show_progress=False)
-    monkeypatch.setattr(dataset.TrainingSampler, "batch", original)
+    config = dict(steps=12, ema=0.9, **TINY)
+    train(TrainConfig(**config), tmp_path / "straight", show_progress=False)
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", _SIGTERM_AT_STEP_4, json.dumps(config), str(tmp_path / "stopped"),
+                           str(torch.get_num_threads())], cwd=root, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    stopped = json.loads(proc.stdout.strip().splitlines()[-1])
     assert stopped["stopped_early"] and 3 <= stopped["steps"] < 12
-    assert signal.getsignal(signal.SIGTERM) is callers  # the handler is the caller's again
+    assert stopped["handler_restored"]  # the handler is the caller's again
     latest = tmp_path / "stopped" / "latest.pt"
     record = json.loads(latest.with_suffix(".json").read_text())
     assert record["steps"] == stopped["steps"] and load_model(latest).training_meta["step"] == stopped["steps"]
-    train(cfg, tmp_path / "stopped", show_progress=False)
+    train(TrainConfig(**config), tmp_path / "stopped", show_progress=False)
     assert_same_weights(tmp_path / "straight" / "llpacknet.pt", tmp_path / "stopped" / "llpacknet.pt")
 
 

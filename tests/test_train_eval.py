@@ -431,6 +431,29 @@ def test_the_ssim_loss_is_the_complement_of_the_score_evaluation_reports_and_has
     assert float(LOSSES["ssim"](torch.from_numpy(target), torch.from_numpy(target))) == pytest.approx(0, abs=1e-6)
 
 
+def test_the_local_mean_loss_pins_the_mean_colour_that_pixel_l1_lets_drift():
+    """Under skewed zero-mean noise, the offset that minimises per-pixel L1 is minus the noise's
+    median (a tint); block means put it at minus the mean, zero. That is why v8 adds the term."""
+    import torch
+
+    from toolkit.training.losses import LOSSES
+
+    rng = np.random.default_rng(2)
+    target = torch.full((1, 3, 128, 128), 0.2)
+    noise = torch.from_numpy(rng.exponential(0.1, target.shape).astype(np.float32)) - 0.1
+    offsets = np.linspace(-0.06, 0.06, 121)
+
+    def best_offset(name):
+        return offsets[np.argmin([float(LOSSES[name](target + noise + c, target)) for c in offsets])]
+
+    median = float(noise.median())
+    assert best_offset("l1") == pytest.approx(-median, abs=0.002) and -median > 0.025
+    assert abs(best_offset("local_mean")) <= 0.002
+    shifted = target.clone()
+    shifted[:, 0] += 0.03
+    assert float(LOSSES["local_mean"](shifted, target)) == pytest.approx(0.01, abs=1e-6)
+
+
 def test_training_with_the_torch_synthesiser(tmp_path):
     from toolkit.training.trainer import TrainConfig, train
 

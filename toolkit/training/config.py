@@ -97,6 +97,12 @@ RECIPES["detail-wb-v7-int8"] = replace(
     description="detail-wb-v4-int8 with a structural-similarity term (1 - SSIM, as the evaluation scores it) "
                 "beside L1 and the gradient term: L1 weighs a flat region's small errors like an edge's",
 )
+RECIPES["detail-wb-v8-int8"] = replace(
+    RECIPES["detail-wb-v7-int8"], name="detail-wb-v8-int8",
+    loss=(("l1", 1.0), ("gradient", 0.2), ("ssim", 0.5), ("local_mean", 1.0)),
+    description="detail-wb-v7-int8 with L1 on 16x16 block means: v7 tints greys by tone (dark ones magenta, "
+                "light ones green-yellow), a local mean colour that per-pixel L1 and SSIM leave loose",
+)
 DEFAULT_RECIPE = "detail-wb-v2"
 
 

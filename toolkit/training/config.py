@@ -101,7 +101,8 @@ RECIPES["detail-wb-v8-int8"] = replace(
     RECIPES["detail-wb-v7-int8"], name="detail-wb-v8-int8",
     loss=(("l1", 1.0), ("gradient", 0.2), ("ssim", 0.5), ("local_mean", 1.0)),
     description="detail-wb-v7-int8 with L1 on 16x16 block means: v7 tints greys by tone (dark ones magenta, "
-                "light ones green-yellow), a local mean colour that per-pixel L1 and SSIM leave loose",
+                "light ones green-yellow), a local mean colour that per-pixel L1 and SSIM leave loose (tried: the tint "
+                "stayed; docs/training.md)",
 )
 DEFAULT_RECIPE = "detail-wb-v2"
 

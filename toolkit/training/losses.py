@@ -49,7 +49,7 @@ def ssim(output: torch.Tensor, target: torch.Tensor, win: int = 7) -> torch.Tens
 def local_mean(output: torch.Tensor, target: torch.Tensor, block: int = 16) -> torch.Tensor:
     """L1 between the images' 16x16 block means. Per-pixel L1 makes each pixel's error median-zero,
     and in a noisy dark region the median of a channel is not its mean, so a flat patch's mean
-    colour (a grey's tint) can drift while L1 barely notices; block means pin it."""
+    colour (a grey's tint) can drift while L1 barely notices; block means weigh that colour directly."""
     pool = torch.nn.functional.avg_pool2d
     return (pool(output.float(), block) - pool(target.float(), block)).abs().mean()
 

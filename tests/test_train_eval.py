@@ -286,8 +286,7 @@ def test_sigterm_stops_cleanly_with_weights_that_evaluate_and_resumes_exactly(tm
     train(TrainConfig(**config), tmp_path / "straight", show_progress=False)
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.run([sys.executable, "-c", _SIGTERM_AT_STEP_4, json.dumps(config), str(tmp_path / "stopped"),
-                           str(torch.get_num_threads())], cwd=root, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])})
+                           str(torch.get_num_threads())], cwd=root, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     stopped = json.loads(proc.stdout.strip().splitlines()[-1])
     assert stopped["stopped_early"] and 3 <= stopped["steps"] < 12
